@@ -1,0 +1,1 @@
+"""binarize: turn full-precision PyTorch networks into binary networks."""

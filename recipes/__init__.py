@@ -1,0 +1,1 @@
+"""Recipes shipped with binarize (YAML files), addressable by name."""

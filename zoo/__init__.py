@@ -1,0 +1,1 @@
+"""Reference networks, addressable as ``zoo:NAME``."""
