@@ -1,0 +1,488 @@
+r"""Binary layers: drop-in subclasses of the torch layers they replace.
+
+A binary layer computes
+
+.. math::
+    h = x + b \ (\text{optional shift}), \quad
+    y = \operatorname{op}\bigl(B_x(h),\ \alpha \cdot B_w(\hat W)\bigr) + \text{bias}, \quad
+    \text{out} = \operatorname{act}(y) + x \ (\text{optional shortcut})
+
+where ``op`` is the convolution or matrix product of the torch layer, :math:`B_x` and :math:`B_w` the input and
+weight binarizers, :math:`(\hat W, \alpha)` the output of the weight scale (see :mod:`binarize.scaling`), ``act`` an
+optional RPReLU or PReLU, and the shortcut adds the un-shifted input. With every option off the layer computes
+exactly what the torch layer computes (the same kernels on the same tensors, bit for bit).
+
+Every constructor argument of the torch layer is honoured (stride, padding including ``"same"``, dilation, groups,
+bias, padding_mode, output_padding); options that cannot be honoured raise
+:class:`~binarize.errors.UnsupportedLayerError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from binarize._registry import Registry
+from binarize.binarizers import Binarizer, BinarizerSpec, get_binarizer
+from binarize.errors import UnsupportedLayerError
+from binarize.nn.activations import ACTIVATIONS
+from binarize.nn.channels import ChannelDim
+from binarize.nn.shift import LearnableBias
+from binarize.scaling import ScaleSpec, WeightScale, make_scale
+
+LAYERS: Registry[type["BinaryLayerMixin"]] = Registry("binary layer")
+"""Float layer class name ("Conv2d", ...) -> the binary class that replaces it."""
+
+Shortcut = bool | str
+
+OPTION_DEFAULTS: dict[str, Any] = {
+    "weight_binarizer": None,
+    "input_binarizer": None,
+    "scale": None,
+    "input_shift": False,
+    "activation": None,
+    "shortcut": False,
+    "pad_value": None,
+}
+"""The binary-layer options a recipe can set, with their defaults (everything off)."""
+
+
+class BinaryLayerMixin:
+    """The binary machinery shared by all binary layers. Mixed in before the torch layer class."""
+
+    float_class: ClassVar[type[nn.Module]]
+    weight_out_dim: ClassVar[int] = 0
+    activation_channel_dim: ClassVar[ChannelDim] = 1
+
+    weight: nn.Parameter
+    weight_binarizer: Binarizer | None
+    input_binarizer: Binarizer | None
+    scale: WeightScale | None
+    shift: LearnableBias | None
+    activation: nn.Module | None
+    shortcut: bool
+    pad_value: float | None
+
+    # -- construction ---------------------------------------------------------------------------------------
+    def _init_binary(
+        self,
+        *,
+        weight_binarizer: BinarizerSpec = None,
+        input_binarizer: BinarizerSpec = None,
+        scale: ScaleSpec = None,
+        input_shift: bool = False,
+        activation: str | None = None,
+        shortcut: Shortcut = False,
+        pad_value: float | None = None,
+    ) -> None:
+        assert isinstance(self, nn.Module)
+        for flag_name, flag in (("input_shift", input_shift),):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{flag_name} must be True or False, got {flag!r}")
+        if pad_value is not None and (isinstance(pad_value, bool) or not isinstance(pad_value, (int, float))):
+            raise TypeError(f"pad_value must be a number or None, got {pad_value!r}")
+        factory = {"device": self.weight.device, "dtype": self.weight.dtype}
+        self.weight_binarizer = get_binarizer(weight_binarizer)
+        self.input_binarizer = get_binarizer(input_binarizer)
+        self.scale = make_scale(scale, self.weight.detach(), self.weight_out_dim)
+        self.shift = (
+            LearnableBias(self._in_channels(), self.activation_channel_dim, **factory) if input_shift else None
+        )
+        if activation is None or activation == "none":
+            self.activation = None
+        elif isinstance(activation, str):
+            self.activation = ACTIVATIONS.get(activation)(
+                self._out_channels(), self.activation_channel_dim, **factory
+            )
+        else:
+            raise TypeError(f"activation must be None or one of {ACTIVATIONS.names()}, got {activation!r}")
+        self.shortcut = self._resolve_shortcut(shortcut)
+        self.pad_value = None if pad_value is None else float(pad_value)
+        self._check_pad_value()
+
+    def _resolve_shortcut(self, shortcut: Shortcut) -> bool:
+        if shortcut not in (True, False, "auto"):
+            raise TypeError(f"shortcut must be true, false or 'auto', got {shortcut!r}")
+        if shortcut is False:
+            return False
+        preserving = self._shape_preserving()
+        if shortcut is True and not preserving:
+            raise UnsupportedLayerError(
+                f"an identity shortcut needs equal input and output shapes, but {self._describe()} changes them; "
+                f"use shortcut: auto to add shortcuts only where shapes match"
+            )
+        return preserving
+
+    def _check_pad_value(self) -> None:
+        """Refuse a padding value the layer cannot apply (overridden by convolutions)."""
+
+    # -- per-class geometry (overridden) --------------------------------------------------------------------
+    def _in_channels(self) -> int:
+        raise NotImplementedError
+
+    def _out_channels(self) -> int:
+        raise NotImplementedError
+
+    def _shape_preserving(self) -> bool:
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        return f"{type(self).__name__}({nn.Module.extra_repr(self)})"  # type: ignore[arg-type]
+
+    # -- forward pieces -------------------------------------------------------------------------------------
+    def binary_weight_tensor(self) -> Tensor:
+        r"""The weight the operation uses: :math:`\alpha \cdot B_w(\hat W)` (the plain weight when all is off)."""
+        weight: Tensor = self.weight
+        alpha = None
+        if self.scale is not None:
+            weight, alpha = self.scale(weight)
+        if self.weight_binarizer is not None:
+            weight = self.weight_binarizer(weight)
+        return weight if alpha is None else weight * alpha
+
+    def _prepare_input(self, x: Tensor) -> Tensor:
+        if self.shift is not None:
+            x = self.shift(x)
+        if self.input_binarizer is not None:
+            x = self.input_binarizer(x)
+        return x
+
+    def _finish(self, y: Tensor, x: Tensor) -> Tensor:
+        if self.activation is not None:
+            y = self.activation(y)
+        if self.shortcut:
+            y = y + x
+        return y
+
+    def extra_repr(self) -> str:
+        base = super().extra_repr()  # type: ignore[misc]
+        extras = [f"shortcut={self.shortcut}"] if self.shortcut else []
+        if self.pad_value is not None:
+            extras.append(f"pad_value={self.pad_value}")
+        return ", ".join([base, *extras]) if extras else base
+
+    # -- introspection --------------------------------------------------------------------------------------
+    @property
+    def binary_weight(self) -> bool:
+        """True when the weight is binarized."""
+        return self.weight_binarizer is not None
+
+    @property
+    def binary_input(self) -> bool:
+        """True when the input is binarized."""
+        return self.input_binarizer is not None
+
+    @property
+    def is_binary(self) -> bool:
+        """True when both weight and input are binary, so the operation is an XNOR-popcount one."""
+        return self.binary_weight and self.binary_input
+
+    def options(self) -> dict[str, Any]:
+        """The layer options as plain data (the keys of :data:`OPTION_DEFAULTS`)."""
+        return {
+            "weight_binarizer": None if self.weight_binarizer is None else self.weight_binarizer.config(),
+            "input_binarizer": None if self.input_binarizer is None else self.input_binarizer.config(),
+            "scale": None if self.scale is None else self.scale.config(),
+            "input_shift": self.shift is not None,
+            "activation": None if self.activation is None else _activation_name(self.activation),
+            "shortcut": self.shortcut,
+            "pad_value": self.pad_value,
+        }
+
+    # -- conversion -----------------------------------------------------------------------------------------
+    @classmethod
+    def _float_init_args(cls, module: nn.Module) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_float(cls, module: nn.Module, **options: Any) -> "BinaryLayerMixin":
+        """Build the binary twin of ``module`` (same arguments, device and dtype; weights copied).
+
+        Args:
+            module: an instance of exactly :attr:`float_class` (subclasses with their own forward are refused).
+            **options: binary-layer options (see :data:`OPTION_DEFAULTS`).
+
+        Raises:
+            UnsupportedLayerError: when the module or an option cannot be reproduced faithfully.
+            TypeError: for a module of another class or an option of the wrong type.
+        """
+        if not isinstance(module, cls.float_class):
+            raise TypeError(
+                f"{cls.__name__}.from_float expects a {cls.float_class.__name__}, got {type(module).__name__}"
+            )
+        if type(module) is not cls.float_class and type(module).forward is not cls.float_class.forward:
+            raise UnsupportedLayerError(
+                f"{type(module).__module__}.{type(module).__qualname__} subclasses {cls.float_class.__name__} "
+                f"with its own forward; a {cls.__name__} would not compute the same function"
+            )
+        unknown = sorted(set(options) - set(OPTION_DEFAULTS))
+        if unknown:
+            raise TypeError(f"unknown binary-layer option(s) {unknown}; allowed: {sorted(OPTION_DEFAULTS)}")
+        if torch.nn.utils.parametrize.is_parametrized(module):
+            raise UnsupportedLayerError(
+                "the layer's weight is parametrized (torch.nn.utils.parametrize); remove the parametrization first"
+            )
+        weight = module.weight
+        if isinstance(weight, nn.parameter.UninitializedParameter):
+            raise UnsupportedLayerError("the layer is lazy and uninitialised; run one forward pass first")
+        # Built on the meta device, then given uninitialised storage: the weights are overwritten at once, so
+        # the torch layer's random initialisation would be wasted work on large models.
+        new = cls(**cls._float_init_args(module), device="meta", dtype=weight.dtype).to_empty(device=weight.device)
+        with torch.no_grad():
+            new.weight.copy_(weight)
+            new.weight.requires_grad_(weight.requires_grad)
+            if getattr(module, "bias", None) is not None:
+                new.bias.copy_(module.bias)
+                new.bias.requires_grad_(module.bias.requires_grad)
+        new.train(module.training)
+        new._init_binary(**options)
+        return new
+
+
+def _activation_name(module: nn.Module) -> str:
+    for name, cls in ACTIVATIONS.items():
+        if type(module) is cls:
+            return name
+    return type(module).__name__
+
+
+def _register(cls: type[BinaryLayerMixin]) -> type[BinaryLayerMixin]:
+    LAYERS.register(cls.float_class.__name__, cls)
+    return cls
+
+
+def binary_class_for(module: nn.Module) -> type[BinaryLayerMixin] | None:
+    """The binary class that replaces ``module``, or ``None`` when its exact class has no binary twin."""
+    name = type(module).__name__
+    if name in LAYERS and LAYERS.get(name).float_class is type(module):
+        return LAYERS.get(name)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Convolutions
+# ---------------------------------------------------------------------------------------------------------------
+class _BinaryConvNd(BinaryLayerMixin):
+    """Shared geometry and padding logic of the direct convolutions."""
+
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: str | tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+    padding_mode: str
+    bias: nn.Parameter | None
+
+    def _in_channels(self) -> int:
+        return self.in_channels
+
+    def _out_channels(self) -> int:
+        return self.out_channels
+
+    def _shape_preserving(self) -> bool:
+        if self.in_channels != self.out_channels or any(s != 1 for s in self.stride):
+            return False
+        if self.padding == "same":
+            return True
+        if self.padding == "valid":
+            return all(k == 1 for k in self.kernel_size)
+        return all(2 * p == d * (k - 1) for p, d, k in zip(self.padding, self.dilation, self.kernel_size))
+
+    def _check_pad_value(self) -> None:
+        if self.pad_value is not None and self.padding_mode != "zeros":
+            raise UnsupportedLayerError(
+                f"pad_value={self.pad_value} needs padding_mode='zeros', but this layer pads with "
+                f"padding_mode={self.padding_mode!r}; drop pad_value (that mode already pads with input values)"
+            )
+
+    def _explicit_padding(self) -> list[int]:
+        """``F.pad`` amounts (last dimension first) equal to the layer's own padding."""
+        pads: list[int] = []
+        for i in reversed(range(len(self.kernel_size))):
+            if self.padding == "same":
+                total = self.dilation[i] * (self.kernel_size[i] - 1)
+                pads += [total // 2, total - total // 2]
+            elif self.padding == "valid":
+                pads += [0, 0]
+            else:
+                pads += [self.padding[i], self.padding[i]]
+        return pads
+
+    def _convolve(self, x: Tensor, weight: Tensor) -> Tensor:
+        if self.pad_value is None:
+            return self._conv_forward(x, weight, self.bias)  # type: ignore[attr-defined]
+        pads = self._explicit_padding()
+        if any(pads):
+            x = F.pad(x, pads, mode="constant", value=self.pad_value)
+        return self._functional(x, weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+    _functional: ClassVar[Any]
+
+    def forward(self, input: Tensor) -> Tensor:
+        unbatched = input.dim() == len(self.kernel_size) + 1
+        x = input.unsqueeze(0) if unbatched else input
+        y = self._finish(self._convolve(self._prepare_input(x), self.binary_weight_tensor()), x)
+        return y.squeeze(0) if unbatched else y
+
+    @classmethod
+    def _float_init_args(cls, module: nn.Module) -> dict[str, Any]:
+        return {
+            "in_channels": module.in_channels,
+            "out_channels": module.out_channels,
+            "kernel_size": module.kernel_size,
+            "stride": module.stride,
+            "padding": module.padding,
+            "dilation": module.dilation,
+            "groups": module.groups,
+            "bias": module.bias is not None,
+            "padding_mode": module.padding_mode,
+        }
+
+
+@_register
+class BinaryConv1d(_BinaryConvNd, nn.Conv1d):
+    """Binary :class:`torch.nn.Conv1d`; the extra keyword-only arguments are the binary-layer options."""
+
+    float_class = nn.Conv1d
+    _functional = staticmethod(F.conv1d)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTION_DEFAULTS}
+        nn.Conv1d.__init__(self, *args, **kwargs)
+        self._init_binary(**options)
+
+
+@_register
+class BinaryConv2d(_BinaryConvNd, nn.Conv2d):
+    """Binary :class:`torch.nn.Conv2d`; the extra keyword-only arguments are the binary-layer options.
+
+    Example:
+        >>> import torch
+        >>> layer = BinaryConv2d(8, 8, 3, padding=1, input_binarizer="approx_sign", weight_binarizer="ste",
+        ...                      scale="channel_mean_abs", shortcut="auto")
+        >>> layer(torch.randn(1, 8, 5, 5)).shape
+        torch.Size([1, 8, 5, 5])
+    """
+
+    float_class = nn.Conv2d
+    _functional = staticmethod(F.conv2d)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTION_DEFAULTS}
+        nn.Conv2d.__init__(self, *args, **kwargs)
+        self._init_binary(**options)
+
+
+@_register
+class BinaryConvTranspose2d(BinaryLayerMixin, nn.ConvTranspose2d):
+    """Binary :class:`torch.nn.ConvTranspose2d`; the extra keyword-only arguments are the binary-layer options.
+
+    A transposed convolution does not pad its input (its ``padding`` crops the output), so ``pad_value`` is
+    refused.
+    """
+
+    float_class = nn.ConvTranspose2d
+    weight_out_dim = 1
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTION_DEFAULTS}
+        nn.ConvTranspose2d.__init__(self, *args, **kwargs)
+        self._init_binary(**options)
+
+    def _in_channels(self) -> int:
+        return self.in_channels
+
+    def _out_channels(self) -> int:
+        return self.out_channels
+
+    def _shape_preserving(self) -> bool:
+        if self.in_channels != self.out_channels or any(s != 1 for s in self.stride):
+            return False
+        return all(
+            d * (k - 1) + op == 2 * p
+            for p, d, k, op in zip(self.padding, self.dilation, self.kernel_size, self.output_padding)
+        )
+
+    def _check_pad_value(self) -> None:
+        if self.pad_value is not None:
+            raise UnsupportedLayerError(
+                "pad_value does not apply to ConvTranspose2d (a transposed convolution does not pad its input); "
+                "leave pad_value unset for transposed convolutions"
+            )
+
+    def forward(self, input: Tensor, output_size: list[int] | None = None) -> Tensor:
+        num_spatial_dims = 2
+        output_padding = self._output_padding(
+            input, output_size, self.stride, self.padding, self.kernel_size, num_spatial_dims, self.dilation
+        )
+        unbatched = input.dim() == num_spatial_dims + 1
+        x = input.unsqueeze(0) if unbatched else input
+        y = F.conv_transpose2d(
+            self._prepare_input(x),
+            self.binary_weight_tensor(),
+            self.bias,
+            self.stride,
+            self.padding,
+            output_padding,
+            self.groups,
+            self.dilation,
+        )
+        y = self._finish(y, x)
+        return y.squeeze(0) if unbatched else y
+
+    @classmethod
+    def _float_init_args(cls, module: nn.Module) -> dict[str, Any]:
+        return {
+            "in_channels": module.in_channels,
+            "out_channels": module.out_channels,
+            "kernel_size": module.kernel_size,
+            "stride": module.stride,
+            "padding": module.padding,
+            "output_padding": module.output_padding,
+            "groups": module.groups,
+            "bias": module.bias is not None,
+            "dilation": module.dilation,
+            "padding_mode": module.padding_mode,
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Linear
+# ---------------------------------------------------------------------------------------------------------------
+@_register
+class BinaryLinear(BinaryLayerMixin, nn.Linear):
+    """Binary :class:`torch.nn.Linear`; the extra keyword-only arguments are the binary-layer options.
+
+    Activations are channels-last (``(..., in_features)``), so shifts and RPReLU broadcast over the last dimension.
+    A linear layer has no padding; ``pad_value`` has nothing to pad and is accepted as is.
+    """
+
+    float_class = nn.Linear
+    activation_channel_dim: ClassVar[ChannelDim] = -1
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTION_DEFAULTS}
+        nn.Linear.__init__(self, *args, **kwargs)
+        self._init_binary(**options)
+
+    def _in_channels(self) -> int:
+        return self.in_features
+
+    def _out_channels(self) -> int:
+        return self.out_features
+
+    def _shape_preserving(self) -> bool:
+        return self.in_features == self.out_features
+
+    def forward(self, input: Tensor) -> Tensor:
+        y = F.linear(self._prepare_input(input), self.binary_weight_tensor(), self.bias)
+        return self._finish(y, input)
+
+    @classmethod
+    def _float_init_args(cls, module: nn.Module) -> dict[str, Any]:
+        return {"in_features": module.in_features, "out_features": module.out_features, "bias": module.bias is not None}
