@@ -180,7 +180,7 @@ class Balanced(WeightScale):
     def forward(self, weight: Tensor) -> tuple[Tensor, Tensor | None]:
         dims = _reduce_dims(weight, self.out_dim)
         centred = weight - weight.mean(dim=dims, keepdim=True)
-        std = centred.std(dim=dims, keepdim=True) if math.prod(weight.shape[d] for d in dims) > 1 else None
+        std = centred.std(dim=dims, keepdim=True) if math.prod([weight.shape[d] for d in dims]) > 1 else None
         balanced = centred / (std + self.eps) if std is not None else centred
         magnitude = balanced.detach().abs().mean(dim=dims, keepdim=True).clamp_min(1e-12)
         alpha = torch.pow(2.0, torch.round(torch.log2(magnitude)))

@@ -140,16 +140,16 @@ class SignEDE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, sign_of_zero: float = 1.0, k: float = 1.0, t: float = 1.0) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.k, ctx.t = k, t
+    def forward(ctx: Any, x: Tensor, sign_of_zero: float, k: Tensor, t: Tensor) -> Tensor:
+        # k and t are 0-dim tensors so that a changing schedule never forces torch.compile to recompile.
+        ctx.save_for_backward(x, k, t)
         return sign(x, sign_of_zero)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        (x,) = ctx.saved_tensors
-        tanh = torch.tanh(ctx.t * x)
-        return grad * (ctx.k * ctx.t) * (1.0 - tanh * tanh), None, None, None
+        x, k, t = ctx.saved_tensors
+        tanh = torch.tanh(t * x)
+        return grad * (k * t) * (1.0 - tanh * tanh), None, None, None
 
 
 def ede_coefficients(progress: float, t_min: float = 0.1, t_max: float = 10.0) -> tuple[float, float]:

@@ -144,13 +144,14 @@ class EDE(Binarizer):
         """Set the training progress in [0, 1] (values outside are clamped)."""
         self.progress.fill_(min(max(float(progress), 0.0), 1.0))
 
-    def coefficients(self) -> tuple[float, float]:
-        """The current ``(k, t)``."""
-        return F.ede_coefficients(float(self.progress), self.t_min, self.t_max)
+    def coefficients(self) -> tuple[Tensor, Tensor]:
+        """The current ``(k, t)`` as 0-dim tensors (see :func:`~binarize.binarizers.functions.ede_coefficients`)."""
+        t = self.t_min * torch.pow(self.t_max / self.t_min, self.progress)
+        return torch.clamp(1.0 / t, min=1.0), t
 
     def forward(self, x: Tensor) -> Tensor:
         k, t = self.coefficients()
-        return F.SignEDE.apply(x, self.sign_of_zero, k, t)
+        return F.SignEDE.apply(x, self.sign_of_zero, k.to(x.dtype), t.to(x.dtype))
 
     def _extra_config(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
