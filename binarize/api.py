@@ -1,0 +1,89 @@
+"""The two entry points: :func:`binarize` converts a model, :func:`plan` shows what it would do."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from torch import nn
+
+from binarize.engine import Plan, apply_plan, make_plan
+from binarize.errors import BinarizeError
+from binarize.recipe import load_recipe
+from binarize.recipe.loader import RecipeSpec
+
+__all__ = ["binarize", "plan"]
+
+
+def _check_model(model: object) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"binarize expects a torch.nn.Module, got {type(model).__module__}.{type(model).__qualname__}"
+            + (" (a class: instantiate it first)" if isinstance(model, type) else "")
+        )
+    return model
+
+
+def binarize(
+    model: nn.Module, recipe: RecipeSpec, *, inplace: bool = False, example_inputs: Any = None
+) -> nn.Module:
+    """Convert ``model`` into a binary network following ``recipe``.
+
+    Args:
+        model: any ``torch.nn.Module``.
+        recipe: a shipped recipe name (``"reactnet"``), a path to a YAML file, a mapping or a
+            :class:`~binarize.recipe.Recipe`.
+        inplace: convert ``model`` itself instead of a deep copy.
+        example_inputs: inputs for one forward pass (a tensor, a tuple of positional inputs or a mapping of keyword
+            inputs) that records the execution order of layers, for recipes that select ``first`` / ``last``.
+            Without them the order is inferred (see :mod:`binarize.engine.order`).
+
+    Returns:
+        The converted model (a new object unless ``inplace=True``), with ``model.binarize_report`` set to a
+        :class:`~binarize.engine.Report` listing every replacement and every skipped layer.
+
+    Raises:
+        TypeError: ``model`` is not a module.
+        RecipeError: the recipe does not validate or a non-optional selector matches nothing; the model is
+            unchanged.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3))
+        >>> out = binarize(net, "identity")
+        >>> [r["new_type"] for r in out.binarize_report.replaced]
+        ['BinaryConv2d', 'BinaryConv2d']
+    """
+    _check_model(model)
+    resolved = load_recipe(recipe)
+    target = model if inplace else _deep_copy(model)
+    the_plan = make_plan(target, resolved, example_inputs=example_inputs)
+    result, report = apply_plan(target, the_plan)
+    result.binarize_report = report
+    return result
+
+
+def plan(model: nn.Module, recipe: RecipeSpec, *, example_inputs: Any = None) -> Plan:
+    """What :func:`binarize` would decide for each layer of ``model``, without changing anything.
+
+    Args:
+        model: any ``torch.nn.Module``.
+        recipe: as for :func:`binarize`.
+        example_inputs: as for :func:`binarize`.
+
+    Returns:
+        A :class:`~binarize.engine.Plan` (``str()`` gives a table, ``to_dict()`` plain data).
+    """
+    _check_model(model)
+    return make_plan(model, load_recipe(recipe), example_inputs=example_inputs)
+
+
+def _deep_copy(model: nn.Module) -> nn.Module:
+    try:
+        return copy.deepcopy(model)
+    except Exception as exc:
+        raise BinarizeError(
+            f"could not deep-copy the model to convert a copy ({type(exc).__name__}: {exc}); pass inplace=True to "
+            f"convert the model itself"
+        ) from exc
+

@@ -1,0 +1,77 @@
+"""The report of a :func:`binarize.binarize` call: every replacement and every skipped layer, with the reason."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Report", "format_table"]
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> str:
+    """A plain-text table with left-aligned columns."""
+    cells = [[str(c) for c in header], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if n == 0:
+            lines.append(indent + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+@dataclass
+class Report:
+    """What :func:`binarize.binarize` did (attached to the returned model as ``model.binarize_report``).
+
+    Attributes:
+        recipe: the recipe's name.
+        replaced: ``{"name", "old_type", "new_type", "rule", "aliases"}`` per converted layer (``aliases``: other
+            paths of a shared module).
+        skipped: ``{"name", "type", "reason"}`` per layer left as it was: kept in full precision by a rule,
+            selected by no rule, refused by the binary class, or not a candidate at all.
+        order_source: how the execution order was found (``"forward"``, ``"timm_input_size"``, ``"fx"``,
+            ``"registration"``), or ``None`` when no rule needed it.
+        recipe_hash: :attr:`binarize.recipe.Recipe.hash` of the recipe applied.
+    """
+
+    recipe: str
+    replaced: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    order_source: str | None = None
+    recipe_hash: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-serialisable)."""
+        return {
+            "recipe": self.recipe,
+            "recipe_hash": self.recipe_hash,
+            "order_source": self.order_source,
+            "replaced": [dict(r) for r in self.replaced],
+            "skipped": [dict(s) for s in self.skipped],
+        }
+
+    def __str__(self) -> str:
+        lines = [
+            f"binarize report: recipe {self.recipe!r}, {len(self.replaced)} replaced, {len(self.skipped)} skipped"
+            + (f" (order from {self.order_source})" if self.order_source else "")
+        ]
+        if self.replaced:
+            lines.append("replaced:")
+            lines.append(
+                format_table(
+                    ("name", "old_type", "new_type", "rule"),
+                    [(_name(r), r["old_type"], r["new_type"], r["rule"]) for r in self.replaced],
+                )
+            )
+        if self.skipped:
+            lines.append("skipped:")
+            rows = [(s["name"] or "<root>", s["type"], s["reason"]) for s in self.skipped]
+            lines.append(format_table(("name", "type", "reason"), rows))
+        return "\n".join(lines)
+
+
+def _name(entry: dict[str, Any]) -> str:
+    aliases = entry.get("aliases") or []
+    return (entry["name"] or "<root>") + (f" (= {', '.join(aliases)})" if aliases else "")
