@@ -36,6 +36,9 @@ class Decision:
         rule: a description of the winning rule with its file:line (``""`` when none).
         options: the merged layer options (only meaningful for actions that take options).
         matched: indices of every rule that matches the candidate, in increasing precedence.
+        executed: whether the layer ran in the forward pass that recorded the execution order; ``None`` when no
+            forward pass was recorded. A layer that never runs as a module (a model may use its weight in a
+            functional call instead) computes nothing as a binary layer either.
     """
 
     candidate: Candidate
@@ -44,6 +47,7 @@ class Decision:
     rule: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     matched: tuple[int, ...] = ()
+    executed: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data: name, type, action, rule, options (and aliases of a shared module)."""
@@ -54,6 +58,7 @@ class Decision:
             "action": self.action,
             "rule": self.rule,
             "options": dict(self.options),
+            "executed": self.executed,
         }
 
 
@@ -108,7 +113,8 @@ def make_plan(model: nn.Module, recipe: Recipe, *, example_inputs: Any = None) -
         model: the model.
         recipe: a loaded recipe.
         example_inputs: inputs for one forward pass that records the execution order (see
-            :mod:`binarize.engine.order`); only used when a rule selects ``first`` or ``last``.
+            :mod:`binarize.engine.order`) and which layers run at all. Without them the order is inferred, and
+            only when a rule selects ``first`` or ``last``.
 
     Raises:
         RecipeError: a non-optional selector matches no candidate.
@@ -116,8 +122,9 @@ def make_plan(model: nn.Module, recipe: Recipe, *, example_inputs: Any = None) -
     candidates, skipped = find_candidates(model)
     positions = None
     order_source = None
-    if recipe.uses_execution_order:
+    if recipe.uses_execution_order or example_inputs is not None:
         positions, order_source = execution_order(model, [c.module for c in candidates], example_inputs)
+    ran = _executed(positions, order_source, len(candidates))
 
     matches: list[list[int]] = []
     for index, rule in enumerate(recipe.rules):
@@ -135,7 +142,7 @@ def make_plan(model: nn.Module, recipe: Recipe, *, example_inputs: Any = None) -
     for candidate, rule_indices in zip(candidates, by_candidate):
         ranked = sorted(rule_indices, key=lambda i: (recipe.rules[i].level, i))
         if not ranked:
-            decisions.append(Decision(candidate, None))
+            decisions.append(Decision(candidate, None, executed=ran[len(decisions)]))
             continue
         options = dict(recipe.defaults)
         for i in ranked:
@@ -143,8 +150,22 @@ def make_plan(model: nn.Module, recipe: Recipe, *, example_inputs: Any = None) -
                 options.update(recipe.rules[i].options)
         winner = ranked[-1]
         action = recipe.rules[winner].action
-        decisions.append(Decision(candidate, action, winner, recipe.rule_label(winner), options, tuple(ranked)))
+        decisions.append(
+            Decision(
+                candidate, action, winner, recipe.rule_label(winner), options, tuple(ranked), ran[len(decisions)]
+            )
+        )
     return Plan(recipe, decisions, skipped, order_source)
+
+
+_RECORDED_SOURCES = ("forward", "timm_input_size")
+
+
+def _executed(positions: dict[int, tuple[int, int]] | None, source: str | None, count: int) -> list[bool | None]:
+    """Per candidate: did it run in a recorded forward pass (``None`` when no forward pass was recorded)."""
+    if positions is None or source not in _RECORDED_SOURCES:
+        return [None] * count
+    return [i in positions for i in range(count)]
 
 
 def _no_match_error(

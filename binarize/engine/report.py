@@ -27,8 +27,9 @@ class Report:
 
     Attributes:
         recipe: the recipe's name.
-        replaced: ``{"name", "old_type", "new_type", "rule", "aliases"}`` per converted layer (``aliases``: other
-            paths of a shared module).
+        replaced: ``{"name", "old_type", "new_type", "rule", "aliases", "executed"}`` per converted layer
+            (``aliases``: other paths of a shared module; ``executed``: whether it ran in the recorded forward
+            pass, ``None`` when none was recorded).
         skipped: ``{"name", "type", "reason"}`` per layer left as it was: kept in full precision by a rule,
             selected by no rule, refused by the binary class, or not a candidate at all.
         order_source: how the execution order was found (``"forward"``, ``"timm_input_size"``, ``"fx"``,
@@ -50,7 +51,12 @@ class Report:
             "order_source": self.order_source,
             "replaced": [dict(r) for r in self.replaced],
             "skipped": [dict(s) for s in self.skipped],
+            "not_executed": self.not_executed(),
         }
+
+    def not_executed(self) -> list[str]:
+        """Names of replaced layers that did not run in the recorded forward pass."""
+        return [r["name"] for r in self.replaced if r.get("executed") is False]
 
     def __str__(self) -> str:
         lines = [
@@ -64,6 +70,12 @@ class Report:
                     ("name", "old_type", "new_type", "rule"),
                     [(_name(r), r["old_type"], r["new_type"], r["rule"]) for r in self.replaced],
                 )
+            )
+        idle = self.not_executed()
+        if idle:
+            lines.append(
+                f"warning: {len(idle)} replaced layer(s) never ran in the recorded forward pass, so they compute "
+                f"nothing as binary layers (the model may use their weights in functional calls): {', '.join(idle)}"
             )
         if self.skipped:
             lines.append("skipped:")

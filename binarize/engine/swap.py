@@ -59,6 +59,7 @@ def apply_plan(model: nn.Module, plan: Plan) -> tuple[nn.Module, Report]:
                 "new_type": type(outcome.replacement).__name__,
                 "rule": decision.rule,
                 "aliases": list(candidate.names[1:]),
+                "executed": decision.executed,
             }
         )
     report.skipped.extend(dict(s) for s in plan.skipped)

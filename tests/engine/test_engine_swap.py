@@ -229,7 +229,8 @@ def test_report_to_dict_and_table(tiny_cnn: nn.Module) -> None:
     assert isinstance(report, Report)
     data = json.loads(json.dumps(report.to_dict()))
     assert data["recipe"] == "xnor" and data["order_source"] == "fx"
-    assert set(data["replaced"][0]) == {"name", "old_type", "new_type", "rule", "aliases"}
+    assert set(data["replaced"][0]) == {"name", "old_type", "new_type", "rule", "aliases", "executed"}
+    assert data["not_executed"] == []
     assert set(data["skipped"][0]) == {"name", "type", "reason"}
     assert data["replaced"][0]["rule"].startswith("rules[0] select {type: [Conv1d, Conv2d, ConvTranspose2d, Linear]}")
     text = str(report)
@@ -261,3 +262,28 @@ def test_model_state_survives_a_deep_copy_of_the_result(tiny_cnn: nn.Module, tin
     binary = binarize(tiny_cnn, "reactnet").eval()
     clone = copy.deepcopy(binary)
     assert torch.equal(clone(tiny_image), binary(tiny_image))
+
+
+class _FunctionalUse(nn.Module):
+    """Owns two Linear layers but calls one of them through its weight, never as a module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.used = nn.Linear(4, 4)
+        self.bypassed = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(self.used(x), self.bypassed.weight, self.bypassed.bias)
+
+
+def test_report_flags_replaced_layers_that_never_run() -> None:
+    model = _FunctionalUse()
+    out = binarize(model, "identity", example_inputs=torch.zeros(2, 4))
+    report = out.binarize_report
+    executed = {r["name"]: r["executed"] for r in report.replaced}
+    assert executed == {"used": True, "bypassed": False}
+    assert report.not_executed() == ["bypassed"]
+    assert "never ran in the recorded forward pass" in str(report) and "bypassed" in str(report)
+    # Without a recorded forward pass nothing is claimed either way.
+    unknown = binarize(model, "identity").binarize_report
+    assert {r["executed"] for r in unknown.replaced} == {None} and unknown.not_executed() == []
