@@ -201,7 +201,7 @@ def summarize(
     inputs = spec.example_inputs(size=size, input_shape=input_shape)
     fp = _measure(spec.model, inputs, spec.name)
     result = fp
-    engine: dict[str, Any] = {"replaced": [], "skipped": [], "order_source": None}
+    engine: dict[str, Any] = {"replaced": [], "skipped": [], "not_executed": [], "order_source": None}
     if recipe is not None:
         from binarize.api import binarize  # imported late: the engine is not needed for FP figures
 
@@ -228,6 +228,7 @@ def summarize(
         "functional": data["functional"],
         "replaced": list(engine.get("replaced", [])),
         "skipped": list(engine.get("skipped", [])),
+        "not_executed": list(engine.get("not_executed", [])),
         "order_source": engine.get("order_source"),
         "_table": result.format_table(),
     }
@@ -253,6 +254,11 @@ def _format_summary(data: dict[str, Any]) -> str:
             f"replaced {len(data['replaced'])} layer(s), skipped {len(data['skipped'])}",
         ]
         lines += [f"  skipped {s.get('name')} ({s.get('type')}): {s.get('reason')}" for s in data["skipped"]]
+        if data["not_executed"]:
+            lines.append(
+                f"warning: {len(data['not_executed'])} replaced layer(s) never ran as modules (their weights may be "
+                f"used in functional calls), so they stay effectively full precision: {', '.join(data['not_executed'])}"
+            )
     return "\n".join(lines)
 
 

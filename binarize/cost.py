@@ -29,7 +29,9 @@ What is counted:
   ``native_group_norm``, ``native_layer_norm`` and friends) counts 5 operations per output element
   (``norm_ops``), added to the full-precision operations.
 * Element-wise operations (activations, additions, scales, RPReLU, shortcuts) are not counted, as in the paper.
-* **Parameters**: ``binary_params`` is the number of weight elements of layers with ``binary_weight is True``;
+* **Parameters**: ``binary_params`` is the number of weight elements of layers with ``binary_weight is True``
+  that ran in the forward pass (a binary layer whose weight the model only uses in functional calls counts as full
+  precision, and so do its binary-layer counts);
   every other parameter is full precision. Shared parameters are counted once. Buffers are not parameters.
 
 Example:
@@ -43,7 +45,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -205,8 +207,8 @@ class CostReport:
         binary_macs: MACs of binary layers (binary weights and binary inputs).
         attention_macs: MACs of products of two activations (attention); part of ``fp_macs``.
         norm_ops: normalisation operations (5 per output element).
-        binary_layers: modules in the model whose weights and inputs are binary (``is_binary``).
-        binary_weight_layers: modules in the model whose weights are binary (``binary_weight``).
+        binary_layers: layers that ran in the forward pass with binary weights and inputs (``is_binary``).
+        binary_weight_layers: layers that ran in the forward pass with binary weights (``binary_weight``).
         input_shapes: shapes of the tensor inputs of the measured forward pass.
         layers: one entry per conv/linear-like layer that executed, in execution order.
         functional: attention and normalisation work, per module, in execution order.
@@ -481,12 +483,16 @@ def _module_hooks(counter: _Counter) -> Iterator[None]:
         post.remove()
 
 
-def _binary_weights(model: nn.Module) -> dict[int, torch.Tensor]:
-    """Binary weight parameters by id (each shared weight once)."""
+def _binary_weights(model: nn.Module, executed: Container[nn.Module]) -> dict[int, torch.Tensor]:
+    """Binary weight parameters by id (each shared weight once), of layers that ran as modules.
+
+    A binary layer that never runs as a module (a model may use its weight in a functional call instead) holds a
+    weight that is used in full precision, so it counts as a full-precision parameter.
+    """
     found: dict[int, torch.Tensor] = {}
     for module in model.modules():
         weight = module._parameters.get("weight")
-        if weight is not None and _flag(module, "binary_weight"):
+        if weight is not None and module in executed and _flag(module, "binary_weight"):
             found[id(weight)] = weight
     return found
 
@@ -531,7 +537,7 @@ def measure_cost(model: nn.Module, example_inputs: Any) -> CostReport:
         for module, training in modes.items():
             module.training = training
 
-    binary_weights = _binary_weights(model)
+    binary_weights = _binary_weights(model, counter.layers)
     binary_params = sum(w.numel() for w in binary_weights.values())
     fp_params = sum(p.numel() for p in model.parameters() if id(p) not in binary_weights)
 
@@ -561,7 +567,7 @@ def measure_cost(model: nn.Module, example_inputs: Any) -> CostReport:
     binary_macs = sum(layer.binary_macs for layer in layers)
     attention_macs = sum(f.ops for f in functional if f.kind == "attention")
     norm_ops = sum(f.ops for f in functional if f.kind == "norm")
-    unique_modules = list(counter.names)
+    ran = list(counter.layers)
     return CostReport(
         fp_params=fp_params,
         binary_params=binary_params,
@@ -569,8 +575,8 @@ def measure_cost(model: nn.Module, example_inputs: Any) -> CostReport:
         binary_macs=binary_macs,
         attention_macs=attention_macs,
         norm_ops=norm_ops,
-        binary_layers=sum(_flag(m, "is_binary") for m in unique_modules),
-        binary_weight_layers=sum(_flag(m, "binary_weight") for m in unique_modules),
+        binary_layers=sum(_flag(m, "is_binary") for m in ran),
+        binary_weight_layers=sum(_flag(m, "binary_weight") for m in ran),
         input_shapes=[list(t.shape) for t in inputs if isinstance(t, torch.Tensor)],
         layers=layers,
         functional=functional,

@@ -241,3 +241,25 @@ def test_bad_arguments() -> None:
         measure_cost("model", (torch.zeros(1),))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="tuple"):
         measure_cost(nn.Linear(1, 1), {"x": torch.zeros(1, 1)})
+
+
+def test_binary_layers_used_only_functionally_count_as_full_precision() -> None:
+    """A binary layer whose weight the model feeds to F.linear never computes as a binary layer."""
+    from binarize import binarize
+
+    class FunctionalUse(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used = nn.Linear(8, 8)
+            self.bypassed = nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.linear(self.used(x), self.bypassed.weight, self.bypassed.bias)
+
+    recipe = {"name": "all", "defaults": {"weight_binarizer": "ste", "input_binarizer": "ste"},
+              "rules": [{"select": {"type": "Linear"}, "binarize": {}}]}
+    model = binarize(FunctionalUse(), recipe)
+    report = measure_cost(model, (torch.zeros(1, 8),))
+    assert report.binary_params == 64 and report.binary_layers == 1
+    assert report.fp_params == 8 + 64 + 8
+    assert report.binary_macs == 64 and report.fp_macs == 64
