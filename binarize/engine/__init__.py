@@ -11,9 +11,11 @@ from binarize.engine.order import ORDER_SOURCES, execution_order
 from binarize.engine.plan import Decision, Plan, make_plan
 from binarize.engine.report import Report
 from binarize.engine.swap import apply_plan, set_submodule
+from binarize.engine.tracing import LEAF_MODULES, TracedRegion, TraceResult, register_leaf, trace_partially
 
 __all__ = [
     "HANDLERS",
+    "LEAF_MODULES",
     "ORDER_SOURCES",
     "Candidate",
     "Decision",
@@ -21,9 +23,13 @@ __all__ = [
     "Outcome",
     "Plan",
     "Report",
+    "TraceResult",
+    "TracedRegion",
     "apply_plan",
     "execution_order",
     "find_candidates",
     "make_plan",
+    "register_leaf",
     "set_submodule",
+    "trace_partially",
 ]

@@ -1,0 +1,218 @@
+"""Partial tracing with torch.fx: trace what can be traced, make the rest leaves, and say why.
+
+Graph rules need a graph of the calls a model makes. :func:`torch.fx.symbolic_trace` fails on a large share of real
+models (data-dependent control flow, unsupported Python), and one failing block would make the whole model
+untraceable. :func:`trace_partially` instead traces the model, and when tracing fails inside a submodule it makes
+that submodule (and every other module of the same class, whose forward is the same code) a *leaf*, a single
+opaque call, and traces again. When the model's own forward cannot be traced, its children are traced one by one.
+The result lists every traced *region* (a module and its graph) and every untraced module with the reason.
+
+Each graph node carries ``node.meta["module_path"]``: the path of the module whose forward created the node (for a
+``call_module`` node, the path of the called module), so name selectors work on graph nodes as on modules.
+
+Leaves: the modules torch.fx treats as leaves (those defined in ``torch.nn``), binary layers, and every class in
+:data:`LEAF_MODULES` (plugins register their modules there).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import fx, nn
+
+from binarize._registry import Registry
+
+__all__ = ["LEAF_MODULES", "TraceResult", "TracedRegion", "register_leaf", "trace_partially"]
+
+#: Classes traced as one opaque call (never traced through). Keyed by ``module.QualifiedName``.
+LEAF_MODULES: Registry[type[nn.Module]] = Registry("leaf module")
+
+
+def register_leaf(cls: type[nn.Module]) -> type[nn.Module]:
+    """Register ``cls`` as a leaf module (usable as a class decorator)."""
+    LEAF_MODULES.register(f"{cls.__module__}.{cls.__qualname__}", cls, replace=True)
+    return cls
+
+
+def _register_binary_layers() -> None:
+    from binarize.nn import LAYERS
+
+    for name in LAYERS.names():
+        register_leaf(LAYERS.get(name))
+
+
+_register_binary_layers()
+
+
+class PathTracer(fx.Tracer):
+    """A tracer that records the module path behind every node and the innermost module where tracing failed.
+
+    Args:
+        leaves: ids of extra modules to keep as leaves (modules that failed to trace before).
+    """
+
+    def __init__(self, leaves: frozenset[int] = frozenset()) -> None:
+        super().__init__(autowrap_modules=(math,))
+        self.extra_leaves = leaves
+        self._path_stack: list[str] = [""]
+        self.failed_in: str | None = None
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if id(m) in self.extra_leaves:
+            return True
+        if any(isinstance(m, cls) for _, cls in LEAF_MODULES.items()):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(
+        self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        path = self.path_of_module(m)
+        self._path_stack.append(path)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:  # the innermost module sees the exception first
+                self.failed_in = path
+            raise
+        finally:
+            self._path_stack.pop()
+
+    def create_node(self, kind: str, target: Any, args: Any, kwargs: Any, name: str | None = None,
+                    type_expr: Any | None = None) -> fx.Node:
+        node = super().create_node(kind, target, args, kwargs, name, type_expr)
+        node.meta["module_path"] = _join(self._root_path, target) if kind == "call_module" else _join(
+            self._root_path, self._path_stack[-1]
+        )
+        return node
+
+    _root_path: str = ""
+
+
+def _join(prefix: str, path: str) -> str:
+    return f"{prefix}.{path}" if prefix and path else (prefix or path)
+
+
+@dataclass
+class TracedRegion:
+    """A module whose forward was traced.
+
+    Attributes:
+        path: the module's path in the model (``""`` for the model itself).
+        module: the module.
+        graph_module: its traced graph (submodules are shared with the model, not copied). Node metadata
+            ``module_path`` is relative to the model, not to the region.
+    """
+
+    path: str
+    module: nn.Module
+    graph_module: fx.GraphModule
+
+
+@dataclass
+class TraceResult:
+    """The outcome of :func:`trace_partially`.
+
+    Attributes:
+        regions: traced regions, outermost first.
+        untraced: ``{"name", "type", "reason"}`` for every module that could not be traced through (a leaf in
+            its region's graph, or a module none of whose forward could be traced).
+    """
+
+    regions: list[TracedRegion] = field(default_factory=list)
+    untraced: list[dict[str, str]] = field(default_factory=list)
+
+    def nodes(self) -> Iterator[tuple[TracedRegion, fx.Node]]:
+        """Every node of every region, in graph order."""
+        for region in self.regions:
+            for node in region.graph_module.graph.nodes:
+                yield region, node
+
+
+def _reason(exc: BaseException) -> str:
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message[:300]}"
+
+
+def trace_partially(model: nn.Module, path: str = "") -> TraceResult:
+    """Trace ``model`` with torch.fx as far as possible (see the module docstring).
+
+    Never raises for an untraceable model: what cannot be traced is listed in ``untraced``.
+
+    Args:
+        model: the module to trace.
+        path: its path inside a larger model (used in node metadata and reports).
+
+    Example:
+        >>> class Gate(nn.Module):
+        ...     def forward(self, x):
+        ...         return x if x.sum() > 0 else -x      # data-dependent: fx cannot trace it
+        >>> net = nn.Sequential(nn.Conv2d(3, 3, 1), Gate(), nn.Conv2d(3, 3, 1))
+        >>> result = trace_partially(net)
+        >>> [n.target for n in result.regions[0].graph_module.graph.nodes if n.op == "call_module"]
+        ['0', '1', '2']
+        >>> result.untraced[0]["name"], result.untraced[0]["reason"].split(":")[0]
+        ('1', 'TraceError')
+    """
+    result = TraceResult()
+    _trace_into(model, path, result)
+    return result
+
+
+def _trace_into(module: nn.Module, path: str, result: TraceResult) -> None:
+    leaves: dict[int, str] = {}
+    reasons: dict[str, str] = {}
+    by_path = dict(module.named_modules())
+    while True:
+        tracer = PathTracer(frozenset(leaves))
+        tracer._root_path = path
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                graph = tracer.trace(module)
+        except Exception as exc:  # noqa: BLE001 - any tracing failure makes the failing module a leaf
+            failed = tracer.failed_in
+            if failed is None or failed == "" or failed not in by_path or id(by_path[failed]) in leaves:
+                _untraceable(module, path, _reason(exc), result)
+                return
+            reasons[failed] = _reason(exc)
+            culprit_class = type(by_path[failed])
+            for sub_path, sub in by_path.items():
+                if type(sub) is culprit_class and id(sub) not in leaves and sub is not module:
+                    leaves[id(sub)] = sub_path
+            continue
+        graph_module = fx.GraphModule(tracer.root, graph, class_name=type(module).__name__)
+        result.regions.append(TracedRegion(path, module, graph_module))
+        failed_by_class = {type(by_path[p]): p for p in reasons}
+        for sub_path in sorted(set(leaves.values()), key=list(by_path).index):
+            sub = by_path[sub_path]
+            origin = failed_by_class[type(sub)]
+            reason = reasons.get(sub_path) or f"{reasons[origin]} (same class as {_join(path, origin)})"
+            result.untraced.append({"name": _join(path, sub_path), "type": type(sub).__name__, "reason": reason})
+            _trace_children(sub, _join(path, sub_path), result)
+        return
+
+
+def _untraceable(module: nn.Module, path: str, reason: str, result: TraceResult) -> None:
+    """``module``'s own forward cannot be traced: record it, then trace each child on its own."""
+    result.untraced.append({"name": path, "type": type(module).__name__, "reason": reason})
+    _trace_children(module, path, result)
+
+
+def _trace_children(module: nn.Module, path: str, result: TraceResult) -> None:
+    for name, child in module.named_children():
+        child_path = _join(path, name)
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):  # containers without a forward of their own
+            _trace_children(child, child_path, result)
+        elif not _is_opaque(child):
+            _trace_into(child, child_path, result)
+
+
+def _is_opaque(module: nn.Module) -> bool:
+    """Leaves with nothing to trace inside (torch.nn layers, binary layers, registered leaves)."""
+    return PathTracer().is_leaf_module(module, "") or not any(True for _ in module.children())
+
