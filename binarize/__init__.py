@@ -1,6 +1,6 @@
 """binarize: turn full-precision PyTorch networks into binary (1-bit) networks with declarative recipes.
 
-Example:
+Examples:
     >>> import torch
     >>> from binarize import binarize
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3),

@@ -16,7 +16,7 @@ class Registry(Generic[T]):
     Unknown names raise :class:`~binarize.errors.UnknownNameError`, which lists the known names and suggests the
     closest one, instead of a bare ``KeyError``.
 
-    Example:
+    Examples:
         >>> colours = Registry("colour")
         >>> @colours.register("red")
         ... def make_red():

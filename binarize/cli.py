@@ -5,7 +5,7 @@ declared by a ``configure(parser)`` function), so that adding ``train``, ``eval`
 :func:`main`. Every anticipated failure (a bad model spec, a bad recipe, ...) is a
 :class:`~binarize.errors.BinarizeError`, printed as one ``binarize: error: ...`` line with exit code 2.
 
-Example:
+Examples:
     >>> main(["summary", "zoo:resnet8", "--json"])  # doctest: +SKIP
     0
 """

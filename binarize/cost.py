@@ -34,7 +34,7 @@ What is counted:
   precision, and so do its binary-layer counts);
   every other parameter is full precision. Shared parameters are counted once. Buffers are not parameters.
 
-Example:
+Examples:
     >>> import torch
     >>> from torch import nn
     >>> report = measure_cost(nn.Conv2d(3, 8, 3, padding=1), (torch.zeros(1, 3, 16, 16),))

@@ -4,7 +4,7 @@ A spec is resolved by the resolver registered for its prefix (:data:`RESOLVERS`)
 prefix that names a Python file (``path/to/file.py:factory``) goes to the ``file`` resolver. Every failure raises
 :class:`~binarize.errors.ModelSpecError` saying what was received and which forms are allowed.
 
-Example:
+Examples:
     >>> spec = resolve_model("zoo:resnet8")
     >>> [tuple(x.shape) for x in spec.example_inputs()]
     [(1, 3, 32, 32)]

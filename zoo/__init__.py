@@ -4,7 +4,7 @@ Every public module of this package defines one network from standard torch modu
 rules find its layers) and registers it with :func:`register`; the modules are imported here automatically, so
 adding a network is one new file and one ``register(ZooEntry(...))`` call.
 
-Example:
+Examples:
     >>> from binarize.zoo import ZOO
     >>> entry = ZOO.get("resnet8")
     >>> model = entry.build()

@@ -135,7 +135,7 @@ class SignEDE(torch.autograd.Function):
     :math:`T_{min} = 0.1`, :math:`T_{max} = 10` (see :func:`ede_coefficients`). Early in training the surrogate is
     close to the identity (strong updates); late, close to the sign (small mismatch).
 
-    Reference: Qin, Gong, Liu, Bai, Song, Yang, Yu, "Forward and Backward Information Retention for Accurate Binary
+    Reference: Qin, Gong, Liu, Shen, Wei, Yu, Song, "Forward and Backward Information Retention for Accurate Binary
     Neural Networks" (IR-Net), CVPR 2020.
     """
 

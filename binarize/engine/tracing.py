@@ -147,7 +147,7 @@ def trace_partially(model: nn.Module, path: str = "") -> TraceResult:
         model: the module to trace.
         path: its path inside a larger model (used in node metadata and reports).
 
-    Example:
+    Examples:
         >>> class Gate(nn.Module):
         ...     def forward(self, x):
         ...         return x if x.sum() > 0 else -x      # data-dependent: fx cannot trace it

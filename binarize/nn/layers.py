@@ -361,7 +361,7 @@ class BinaryConv1d(_BinaryConvNd, nn.Conv1d):
 class BinaryConv2d(_BinaryConvNd, nn.Conv2d):
     """Binary :class:`torch.nn.Conv2d`; the extra keyword-only arguments are the binary-layer options.
 
-    Example:
+    Examples:
         >>> import torch
         >>> layer = BinaryConv2d(8, 8, 3, padding=1, input_binarizer="approx_sign", weight_binarizer="ste",
         ...                      scale="channel_mean_abs", shortcut="auto")

@@ -1,0 +1,185 @@
+"""The recipe gallery: one page per shipped recipe, generated from ``recipes/*.yaml`` at build time.
+
+Each page shows the recipe's paper and description, its file, its resolved defaults and rules, and what it does to
+a reference network (``zoo:resnet8`` at 32 x 32): the plan (which rule decides each layer) and the cost before and
+after, in the paper convention of :mod:`binarize.cost`.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import torch
+import yaml
+
+import binarize
+from binarize.cost import measure_cost
+from binarize.recipe import available_recipes, dump_recipe, load_recipe
+from binarize.zoo import ZOO
+
+REFERENCE = "resnet8"
+GALLERY_DIR = "recipes"
+
+
+def _flow(value: Any) -> str:
+    """A value as one line of YAML flow style (``null``, ``true``, ``{name: x, gradient: true}``)."""
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1000).strip().removesuffix("...").strip()
+
+
+def _cell(value: Any) -> str:
+    """A value for a Markdown table cell, as inline code."""
+    return f"`{_flow(value)}`"
+
+
+def _spec(value: Any) -> str:
+    """A binarizer or scale spec, short: ``ste``, ``heaviside(threshold=0.5, clip=0.5)``, ``-``."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        args = ", ".join(f"{k}={_flow(v)}" for k, v in value.items() if k != "name")
+        return f"{value['name']}({args})"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _short_paper(paper: str | None) -> str:
+    """``"Liu, Shen, Savvides and Cheng, ReActNet: ..., ECCV 2020"`` -> ``"Liu et al., ECCV 2020"``."""
+    if not paper:
+        return "(none)"
+    parts = [p.strip() for p in paper.split(",")]
+    first = parts[0]
+    authors = first if " and " in first and len(first.split()) == 3 else f"{first.split()[0]} et al."
+    venue = parts[-1]
+    if venue.isdigit() and len(parts) > 2:
+        venue = f"{parts[-2]}, {venue}"
+    return f"{authors}, {venue}"
+
+
+class Reference:
+    """The reference network and its inputs, with its full-precision cost measured once."""
+
+    def __init__(self) -> None:
+        entry = ZOO.get(REFERENCE)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.model = entry.build()
+        self.inputs = entry.inputs()
+        self.size = int(self.inputs[0].shape[-1])
+        self.fp = measure_cost(self.model, self.inputs)
+
+    def apply(self, name: str) -> tuple[binarize.Plan, binarize.CostReport, binarize.Report]:
+        plan = binarize.plan(self.model, name, example_inputs=self.inputs)
+        model = binarize.binarize(self.model, name, example_inputs=self.inputs)
+        return plan, measure_cost(model, self.inputs), model.binarize_report
+
+
+def recipe_page(name: str, ref: Reference) -> tuple[str, dict[str, Any]]:
+    """The Markdown page of recipe ``name`` and a summary row for the index."""
+    recipe = load_recipe(name)
+    source = (resources.files("binarize._recipes") / f"{name}.yaml").read_text(encoding="utf-8")
+    plan, cost, report = ref.apply(name)
+    out = [f"# `{name}`", ""]
+    out += [f"**Paper:** {recipe.paper}" if recipe.paper else "**Paper:** none (a test recipe)", ""]
+    if recipe.extends:
+        chain = " → ".join(f"[`{p}`]({p}.md)" for p in recipe.extends)
+        out += [f"**Extends:** {chain} (defaults merged key by key, the parent's rules come first)", ""]
+    out += [recipe.description or "", ""]
+    out += [f'Use it with `binarize(model, "{name}")` or `binarize summary MODEL --recipe {name}`.', ""]
+
+    out += ["## Defaults", "", "The layer options every binarized layer starts from (after `extends`):", ""]
+    out += [_table(["option", "value"], [[f"`{k}`", _cell(v)] for k, v in recipe.defaults.items()]), ""]
+
+    out += ["## Rules", "", "In order; the level decides which rule wins on a layer (see "
+            "[Recipes](../concepts/recipes.md#precedence)).", ""]
+    rows = []
+    for i, rule in enumerate(recipe.rules):
+        where = f"{rule.file.rsplit('/', 1)[-1]}:{rule.line}" if rule.file and rule.line else ""
+        action = f"binarize {_cell(rule.options)}" if rule.action == "binarize" else f"{rule.action}: {rule.value}"
+        rows.append([str(i), f"`{rule.select.describe()}`", action, str(rule.level), where])
+    out += [_table(["#", "select", "action", "level", "from"], rows), ""]
+
+    out += ["## The file", "", f"`recipes/{name}.yaml`, as shipped:", "", "```yaml", source.rstrip(), "```", ""]
+    out += ["Fully resolved (what `binarize.dump_recipe(binarize.load_recipe(...))` prints):", ""]
+    out += ["```yaml", dump_recipe(recipe).rstrip(), "```", ""]
+
+    fp = ref.fp
+    out += [f"## On `zoo:{REFERENCE}`", ""]
+    out += [f"The plan on the reference ResNet-8 ({ref.size} x {ref.size} input; computed when this page was built):",
+            ""]
+    plan_rows = [
+        [f"`{d.candidate.name}`", d.candidate.cls.__name__, d.action or "-", d.rule or "no rule selects it"]
+        for d in plan.decisions
+    ]
+    out += [_table(["layer", "type", "action", "decided by"], plan_rows), ""]
+    out += ["Cost of one forward pass (params = FP + binary / 32, ops = FP MACs + binary MACs / 64 + norm ops; "
+            "see [Cost model](../concepts/cost.md)):", ""]
+    cost_rows = [
+        ["params (M)", f"{fp.params_m:.4f}", f"{cost.params_m:.4f}", f"x{fp.params_m / cost.params_m:.2f}"],
+        ["ops (G)", f"{fp.ops_g:.5f}", f"{cost.ops_g:.5f}", f"x{fp.ops_g / cost.ops_g:.2f}"],
+        ["binary layers", "0", str(cost.binary_layers), ""],
+        ["binary-weight layers", "0", str(cost.binary_weight_layers), ""],
+    ]
+    out += [_table(["", "full precision", f"`{name}`", "reduction"], cost_rows), ""]
+    if report.skipped:
+        out += ["Layers left in full precision:", ""]
+        out += [f"- `{s['name']}` ({s['type']}): {s['reason']}" for s in report.skipped]
+        out.append("")
+    d = recipe.defaults
+    extras = [label for key, label in (("input_shift", "RSign"), ("activation", None), ("shortcut", "shortcuts"))
+              if d.get(key)]
+    extras = [d["activation"] if label is None else label for label in extras]
+    summary = {
+        "name": name,
+        "paper": _short_paper(recipe.paper),
+        "weights": _spec(d.get("weight_binarizer")),
+        "inputs": _spec(d.get("input_binarizer")),
+        "scale": _spec(d.get("scale")),
+        "extras": ", ".join(extras) or "-",
+        "params": f"{cost.params_m:.4f}",
+        "ops": f"{cost.ops_g:.5f}",
+        "replaced": len(report.replaced),
+    }
+    return "\n".join(out), summary
+
+
+def index_page(rows: list[dict[str, Any]], ref: Reference) -> str:
+    """The gallery's index: one row per recipe."""
+    out = ["---", "hide: [toc]", "---", "", "# Recipe gallery", ""]
+    out += [
+        "Every recipe shipped with binarize, generated from `recipes/*.yaml` when this site was built. "
+        "Each page shows the paper, the description, the defaults and rules, and the recipe's plan and cost on "
+        f"`zoo:{REFERENCE}` ({ref.size} x {ref.size} input). A recipe is used by name: "
+        '`binarize(model, "reactnet")`; see [Recipes](../concepts/recipes.md) for writing your own.',
+        "",
+        f"Full precision, `zoo:{REFERENCE}` costs **{ref.fp.params_m:.4f} M** params and **{ref.fp.ops_g:.5f} G** "
+        "ops in the paper convention; the table gives each recipe's figures and the number of layers it replaced. "
+        "*Extras* are ReActNet's learnable input shift (RSign), the output activation and identity shortcuts.",
+        "",
+    ]
+    table_rows = [
+        [f"[`{r['name']}`]({r['name']}.md)", r["paper"], r["weights"], r["inputs"], r["scale"], r["extras"],
+         str(r["replaced"]), r["params"], r["ops"]]
+        for r in rows
+    ]
+    header = ["recipe", "paper", "weights", "inputs", "scale", "extras", "replaced", "params (M)", "ops (G)"]
+    out += [_table(header, table_rows), ""]
+    return "\n".join(out)
+
+
+def render_all() -> dict[str, str]:
+    """``{docs path: Markdown}`` for the gallery index and every shipped recipe."""
+    ref = Reference()
+    pages: dict[str, str] = {}
+    rows = []
+    for name in available_recipes():
+        text, row = recipe_page(name, ref)
+        pages[f"{GALLERY_DIR}/{name}.md"] = text
+        rows.append(row)
+    pages[f"{GALLERY_DIR}/index.md"] = index_page(rows, ref)
+    return pages

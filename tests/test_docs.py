@@ -1,0 +1,148 @@
+"""The documentation site: every example on it runs, and it builds with ``mkdocs build --strict``.
+
+* Every ```python block of ``docs/**/*.md`` is executed; the blocks of one page run in order in one namespace (a
+  page is one story), in a fresh temporary working directory.
+* Every ``binarize ...`` line of a ```bash / ```console block (a leading ``$ `` prompt is allowed), and every
+  ``<!-- generated: run binarize ... -->`` placeholder (which the build replaces by the command and its output), is
+  run in-process through :func:`binarize.cli.main` and must exit with 0.
+* The concept pages cover every registered binarizer and scale, so a new one cannot go undocumented.
+* ``mkdocs build --strict`` succeeds (in a subprocess, with Python warnings turned into errors there too). It runs
+  the build hooks: the recipe gallery, the binarizer plots, the CLI reference and the vendored MathJax.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from binarize.binarizers import BINARIZERS
+from binarize.cli import main
+from binarize.scaling import SCALES
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+# An opening fence (possibly indented, e.g. inside an admonition), its language, its body, the closing fence.
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
+                    re.MULTILINE | re.DOTALL)
+_FILE_ARGUMENT = re.compile(r"\S+\.(?:py|ya?ml)\b")
+_RUN = re.compile(r"<!--\s*generated:\s*run\s+(?P<command>binarize\s[^>]*?)\s*-->")
+
+
+def pages() -> list[Path]:
+    """The Markdown sources of the site (the build hooks live in ``docs/_hooks`` and are not pages)."""
+    return sorted(p for p in DOCS.rglob("*.md") if "_hooks" not in p.parts)
+
+
+def page_id(path: Path) -> str:
+    return path.relative_to(DOCS).as_posix()
+
+
+def blocks(path: Path) -> list[tuple[str, str, int]]:
+    """``(language, dedented body, line)`` of every fenced block of a page."""
+    text = path.read_text(encoding="utf-8")
+    return [
+        (m.group("lang").lower(), textwrap.dedent(m.group("body")), text.count("\n", 0, m.start()) + 1)
+        for m in _FENCE.finditer(text)
+    ]
+
+
+def command_lines() -> list[tuple[str, str]]:
+    """``(where, command line)`` of every ``binarize ...`` command shown on the site."""
+    found = []
+    for path in pages():
+        for lang, body, line in blocks(path):
+            if lang in ("bash", "console", "sh", "shell"):
+                for command in body.splitlines():
+                    command = command.removeprefix("$ ").strip()
+                    if command.startswith("binarize "):
+                        found.append((f"{page_id(path)}:{line}", command))
+        text = path.read_text(encoding="utf-8")
+        for match in _RUN.finditer(text):
+            found.append((f"{page_id(path)}:{text.count(chr(10), 0, match.start()) + 1}", match.group("command")))
+    return found
+
+
+PYTHON_PAGES = [p for p in pages() if any(lang in ("python", "py") for lang, _, _ in blocks(p))]
+COMMANDS = command_lines()
+
+
+def test_docs_have_examples() -> None:
+    assert PYTHON_PAGES, "no ```python example found under docs/"
+    assert COMMANDS, "no `binarize ...` command found under docs/"
+
+
+@pytest.mark.parametrize("path", PYTHON_PAGES, ids=page_id)
+def test_python_examples(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": f"docs_{path.stem.replace('-', '_')}"}
+    for lang, body, line in blocks(path):
+        if lang not in ("python", "py"):
+            continue
+        code = compile(body, f"{page_id(path)}:{line}", "exec")
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                exec(code, namespace)  # noqa: S102 - running the documentation's own examples is the point
+            except Exception as error:
+                raise AssertionError(f"the ```python block at {page_id(path)}:{line} failed: {error!r}") from error
+
+
+@pytest.mark.parametrize(("where", "command"), COMMANDS, ids=[f"{w} {c}" for w, c in COMMANDS])
+def test_command_examples(where: str, command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    # A command may use files that a ```python block of the same page writes (cli.md does): for a command that
+    # names a .py or .yaml file, run the page's Python blocks first, in this working directory.
+    if _FILE_ARGUMENT.search(command):
+        page = DOCS / where.rsplit(":", 1)[0]
+        namespace: dict[str, object] = {"__name__": "docs_setup"}
+        with contextlib.redirect_stdout(io.StringIO()):
+            for lang, body, line in blocks(page):
+                if lang in ("python", "py"):
+                    exec(compile(body, f"{page_id(page)}:{line}", "exec"), namespace)  # noqa: S102
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(shlex.split(command)[1:])
+    assert code == 0, f"`{command}` ({where}) exited with {code}: {err.getvalue()}"
+    assert out.getvalue().strip(), f"`{command}` ({where}) printed nothing"
+
+
+def test_every_binarizer_is_documented() -> None:
+    text = (DOCS / "concepts" / "binarizers.md").read_text(encoding="utf-8")
+    for name in BINARIZERS.names():
+        assert f"## `{name}`" in text, f"concepts/binarizers.md has no section for binarizer {name!r}"
+        assert f"assets/plots/binarizers/{name}.png" in text, f"concepts/binarizers.md does not show {name}'s plot"
+
+
+def test_every_scale_is_documented() -> None:
+    text = (DOCS / "concepts" / "scales.md").read_text(encoding="utf-8")
+    for name in SCALES.names():
+        assert f"## `{name}`" in text, f"concepts/scales.md has no section for scale {name!r}"
+
+
+def test_mkdocs_build_strict(tmp_path: Path) -> None:
+    pytest.importorskip("mkdocs", reason="the documentation tools are part of the dev extra")
+    site = tmp_path / "site"
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONWARNINGS": "error"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}"
+    for page in ("index.html", "concepts/binarizers/index.html", "recipes/index.html", "cli/index.html",
+                 "api/api/index.html"):
+        assert (site / page).is_file(), f"the build did not produce {page}"
+    for name in BINARIZERS.names():
+        assert (site / "assets" / "plots" / "binarizers" / f"{name}.png").stat().st_size > 1000
+    assert (site / "assets" / "mathjax" / "tex-mml-chtml.js").is_file()
+    html = (site / "concepts" / "binarizers" / "index.html").read_text(encoding="utf-8")
+    assert 'class="arithmatex"' in html, "no math reached the page"
+    assert "cdn" not in html.lower() and "googleapis" not in html, "the page loads something from the network"
