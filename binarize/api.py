@@ -7,7 +7,9 @@ from typing import Any
 
 from torch import nn
 
-from binarize.engine import Plan, apply_plan, make_plan
+from binarize.engine import Plan, Report, apply_plan, make_plan
+from binarize.engine.graph_pass import apply_graph_rules
+from binarize.engine.verify import compare_outputs, run_model
 from binarize.errors import BinarizeError
 from binarize.recipe import load_recipe
 from binarize.recipe.loader import RecipeSpec
@@ -25,7 +27,13 @@ def _check_model(model: object) -> nn.Module:
 
 
 def binarize(
-    model: nn.Module, recipe: RecipeSpec, *, inplace: bool = False, example_inputs: Any = None
+    model: nn.Module,
+    recipe: RecipeSpec,
+    *,
+    inplace: bool = False,
+    example_inputs: Any = None,
+    structure_only: bool = False,
+    verify: Any = None,
 ) -> nn.Module:
     """Convert ``model`` into a binary network following ``recipe``.
 
@@ -37,6 +45,10 @@ def binarize(
         example_inputs: inputs for one forward pass (a tensor, a tuple of positional inputs or a mapping of keyword
             inputs) that records the execution order of layers, for recipes that select ``first`` / ``last``.
             Without them the order is inferred (see :mod:`binarize.engine.order`).
+        structure_only: apply the recipe's graph rules only: every replacement stays in full precision and no
+            layer rule runs. For function-preserving graph rules the result computes what the model computed.
+        verify: example inputs (as for ``example_inputs``) run through the model before and after conversion, in
+            eval mode; the report's ``verify`` then holds the largest absolute difference of the outputs.
 
     Returns:
         The converted model (a new object unless ``inplace=True``), with ``model.binarize_report`` set to a
@@ -47,7 +59,7 @@ def binarize(
         RecipeError: the recipe does not validate or a non-optional selector matches nothing; the model is
             unchanged.
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3))
         >>> out = binarize(net, "identity")
@@ -56,11 +68,23 @@ def binarize(
     """
     _check_model(model)
     resolved = load_recipe(recipe)
+    reference = run_model(model, verify) if verify is not None else None
     target = model if inplace else _deep_copy(model)
-    the_plan = make_plan(target, resolved, example_inputs=example_inputs)
-    result, report = apply_plan(target, the_plan)
-    result.binarize_report = report
-    return result
+    graph = apply_graph_rules(target, resolved)
+    target = graph.model
+    if structure_only:
+        report = Report(recipe=resolved.name, recipe_hash=resolved.hash)
+    else:
+        the_plan = make_plan(target, resolved, example_inputs=example_inputs)
+        target, report = apply_plan(target, the_plan)
+    report.structure_only = structure_only
+    report.graph_replaced = graph.replaced
+    report.skipped = [*graph.skipped, *report.skipped]
+    report.untraced = graph.untraced
+    if reference is not None:
+        report.verify = compare_outputs(reference, run_model(target, verify), graph.replaced, structure_only)
+    target.binarize_report = report
+    return target
 
 
 def plan(model: nn.Module, recipe: RecipeSpec, *, example_inputs: Any = None) -> Plan:

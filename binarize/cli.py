@@ -201,7 +201,9 @@ def summarize(
     inputs = spec.example_inputs(size=size, input_shape=input_shape)
     fp = _measure(spec.model, inputs, spec.name)
     result = fp
-    engine: dict[str, Any] = {"replaced": [], "skipped": [], "not_executed": [], "order_source": None}
+    engine: dict[str, Any] = {
+        "replaced": [], "skipped": [], "not_executed": [], "graph_replaced": [], "untraced": None, "order_source": None
+    }
     if recipe is not None:
         from binarize.api import binarize  # imported late: the engine is not needed for FP figures
 
@@ -229,6 +231,8 @@ def summarize(
         "replaced": list(engine.get("replaced", [])),
         "skipped": list(engine.get("skipped", [])),
         "not_executed": list(engine.get("not_executed", [])),
+        "graph_replaced": list(engine.get("graph_replaced", [])),
+        "untraced": engine.get("untraced"),
         "order_source": engine.get("order_source"),
         "_table": result.format_table(),
     }
@@ -253,6 +257,12 @@ def _format_summary(data: dict[str, Any]) -> str:
             "",
             f"replaced {len(data['replaced'])} layer(s), skipped {len(data['skipped'])}",
         ]
+        lines += [
+            f"  graph rewrite {g['name']}: {g['old_types']} => {g['new_type']}"
+            f" ({'function-preserving' if g['function_preserving'] else 'not function-preserving'})"
+            for g in data["graph_replaced"]
+        ]
+        lines += [f"  untraced {u['name'] or '<root>'} ({u['type']}): {u['reason']}" for u in data["untraced"] or []]
         lines += [f"  skipped {s.get('name')} ({s.get('type')}): {s.get('reason')}" for s in data["skipped"]]
         if data["not_executed"]:
             lines.append(

@@ -140,8 +140,14 @@ def test_recipe_on_timm_model(arch: TimmArch, recipe: str) -> None:
     assert model is not given
     assert_untouched(given, ref.model)
     report = model.binarize_report
+    fp_paths = dict(ref.model.named_modules())
     for entry in report.replaced:
-        assert type(model.get_submodule(entry["name"])) is not type(ref.model.get_submodule(entry["name"])), entry
+        new = model.get_submodule(entry["name"])
+        assert type(new).__name__ == entry["new_type"], entry
+        # Layers that a graph rule created have no float counterpart in the original model.
+        assert entry["name"] not in fp_paths or type(new) is not type(fp_paths[entry["name"]]), entry
+    for entry in report.graph_replaced:
+        assert type(model.get_submodule(entry["name"])).__name__ == entry["new_type"], entry
 
     # Eval mode first (a train-mode forward would update BatchNorm statistics); identity is bit-exact.
     model.eval()

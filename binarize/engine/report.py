@@ -35,6 +35,13 @@ class Report:
         order_source: how the execution order was found (``"forward"``, ``"timm_input_size"``, ``"fx"``,
             ``"registration"``), or ``None`` when no rule needed it.
         recipe_hash: :attr:`binarize.recipe.Recipe.hash` of the recipe applied.
+        graph_replaced: per graph-rule rewrite ``{"name", "rule", "pattern", "nodes", "old_types", "new_type",
+            "function_preserving"}``.
+        untraced: modules that tracing could not enter (``{"name", "type", "reason"}``); ``None`` when the recipe
+            has no graph rules, so nothing was traced.
+        structure_only: whether only the graph rules were applied (no layer was binarized).
+        verify: with ``verify=``, ``{"max_abs_diff", "shapes", "expected_equal"}`` comparing outputs before and
+            after (``expected_equal``: structure-only with function-preserving rewrites only).
     """
 
     recipe: str
@@ -42,6 +49,10 @@ class Report:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     order_source: str | None = None
     recipe_hash: str | None = None
+    graph_replaced: list[dict[str, Any]] = field(default_factory=list)
+    untraced: list[dict[str, str]] | None = None
+    structure_only: bool = False
+    verify: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-serialisable)."""
@@ -52,6 +63,10 @@ class Report:
             "replaced": [dict(r) for r in self.replaced],
             "skipped": [dict(s) for s in self.skipped],
             "not_executed": self.not_executed(),
+            "graph_replaced": [dict(r) for r in self.graph_replaced],
+            "untraced": None if self.untraced is None else [dict(u) for u in self.untraced],
+            "structure_only": self.structure_only,
+            "verify": None if self.verify is None else dict(self.verify),
         }
 
     def not_executed(self) -> list[str]:
@@ -63,6 +78,21 @@ class Report:
             f"binarize report: recipe {self.recipe!r}, {len(self.replaced)} replaced, {len(self.skipped)} skipped"
             + (f" (order from {self.order_source})" if self.order_source else "")
         ]
+        if self.structure_only:
+            lines.append("structure only: graph rules applied, no layer binarized")
+        if self.graph_replaced:
+            lines.append("graph rewrites:")
+            rows = [
+                (r["name"], r["old_types"], r["new_type"], "yes" if r["function_preserving"] else "no", r["rule"])
+                for r in self.graph_replaced
+            ]
+            lines.append(format_table(("name", "matched", "new_type", "preserving", "rule"), rows))
+        if self.untraced:
+            lines.append("untraced (graph rules cannot see inside):")
+            rows = [(u["name"] or "<root>", u["type"], u["reason"]) for u in self.untraced]
+            lines.append(format_table(("name", "type", "reason"), rows))
+        if self.verify is not None:
+            lines.append(f"verify: max |before - after| = {self.verify['max_abs_diff']}")
         if self.replaced:
             lines.append("replaced:")
             lines.append(

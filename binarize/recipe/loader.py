@@ -10,6 +10,10 @@ A recipe file is plain-data YAML (read with a safe loader, so tags such as ``!!p
     extends: bireal                      # optional: a shipped name or a path relative to this file
     replace_rules: false                 # with extends: drop the parent's rules instead of appending to them
     defaults: {weight_binarizer: ste, scale: channel_mean_abs}
+    graph_rules:                         # optional: structural rewrites, applied first
+      - pattern: [{Conv2d: {stride: 2, out_channels: "2 * in_channels"}}]
+        replace: consistent_downsample
+        optional: true
     rules:
       - select: {type: [Conv2d, Linear]}
         binarize: {}
@@ -17,8 +21,9 @@ A recipe file is plain-data YAML (read with a safe loader, so tags such as ``!!p
         keep: float
 
 ``extends`` loads the parent first: the child's ``name``, ``paper`` and ``description`` replace the parent's,
-``defaults`` merge key by key (the child's win), and the child's rules come after the parent's (so they win ties),
-unless ``replace_rules: true``. Every validation error is a :class:`~binarize.errors.RecipeError` naming the file
+``defaults`` merge key by key (the child's win), and the child's rules and graph rules come after the parent's (so
+they win ties), unless ``replace_rules: true`` drops the parent's. Graph rules are described in
+:mod:`binarize.recipe.graph_rules`. Every validation error is a :class:`~binarize.errors.RecipeError` naming the file
 and line.
 """
 
@@ -34,6 +39,7 @@ import yaml
 
 from binarize.errors import RecipeError, UnknownNameError
 from binarize.recipe.actions import ACTIONS
+from binarize.recipe.graph_rules import parse_graph_rules
 from binarize.recipe.options import validate_options
 from binarize.recipe.schema import Recipe, Rule
 from binarize.recipe.selectors import parse_selector
@@ -42,7 +48,7 @@ from binarize.recipe.yaml_lines import line_of, load_yaml
 
 __all__ = ["RECIPE_KEYS", "available_recipes", "dump_recipe", "load_recipe", "parse_rule", "recipe_from_data"]
 
-RECIPE_KEYS = ("name", "paper", "description", "extends", "replace_rules", "defaults", "rules")
+RECIPE_KEYS = ("name", "paper", "description", "extends", "replace_rules", "defaults", "graph_rules", "rules")
 _SUFFIXES = (".yaml", ".yml")
 _SHIPPED_PACKAGE = "binarize._recipes"
 
@@ -74,7 +80,7 @@ def load_recipe(spec: RecipeSpec) -> Recipe:
         UnknownNameError: a name that is neither a shipped recipe nor an existing file.
         TypeError: any other kind of ``spec``.
 
-    Example:
+    Examples:
         >>> load_recipe("reactnet").defaults["activation"]
         'rprelu'
     """
@@ -203,6 +209,7 @@ def recipe_from_data(data: Any, src: Source, *, _stack: tuple[str, ...] = ()) ->
         raise src.error(message, data, "replace_rules")
     defaults = validate_options(data.get("defaults"), src, where="defaults", container=data, key="defaults")
     rules = _parse_rules(data.get("rules"), src, data)
+    graph_rules = parse_graph_rules(data.get("graph_rules"), src, data)
 
     extends: tuple[str, ...] = ()
     if "extends" in data:
@@ -213,7 +220,10 @@ def recipe_from_data(data: Any, src: Source, *, _stack: tuple[str, ...] = ()) ->
         defaults = {**parent.defaults, **defaults}
         if not replace_rules:
             rules = [*parent.rules, *rules]
-    return Recipe(rules=tuple(rules), defaults=defaults, extends=extends, file=src.file, **fields)
+            graph_rules = [*parent.graph_rules, *graph_rules]
+    return Recipe(
+        rules=tuple(rules), defaults=defaults, extends=extends, file=src.file, graph_rules=tuple(graph_rules), **fields
+    )
 
 
 def _parse_rules(value: Any, src: Source, data: Any) -> list[Rule]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from binarize.errors import RecipeError
 from binarize.recipe.actions import ACTIONS
+from binarize.recipe.graph_rules import GraphRule, parse_graph_rule
 from binarize.recipe.options import validate_options
 from binarize.recipe.selectors import Selector, parse_selector
 from binarize.recipe.source import Source
@@ -41,7 +42,7 @@ class Rule:
         file: the recipe file the rule was read from, if any (not part of equality).
         line: the line of the rule in that file, if known (not part of equality).
 
-    Example:
+    Examples:
         >>> Rule({"type": "Linear"}, "keep").describe(1)
         'rules[1] select {type: Linear}'
     """
@@ -115,7 +116,8 @@ class Recipe:
 
     Attributes:
         name: the recipe's name.
-        rules: the rules, in order (later rules win ties, see :mod:`binarize.recipe.selectors`).
+        graph_rules: structural rules applied first (see :mod:`binarize.recipe.graph_rules`).
+        rules: the layer rules, in order (later rules win ties, see :mod:`binarize.recipe.selectors`).
         defaults: layer options applied to every binarized layer (see :mod:`binarize.recipe.options`).
         paper: the paper the recipe follows, if any.
         description: what the recipe does and why.
@@ -123,7 +125,7 @@ class Recipe:
             are already resolved, and equality ignores it).
         file: the file it was loaded from, if any (not part of equality).
 
-    Example:
+    Examples:
         >>> r = Recipe("mine", rules=[Rule.binarize({"type": "Conv2d"}), Rule.keep("first")],
         ...            defaults={"weight_binarizer": "ste"})
         >>> r.uses_execution_order
@@ -137,6 +139,7 @@ class Recipe:
     description: str | None = None
     extends: tuple[str, ...] = field(default=(), compare=False)
     file: str | None = field(default=None, compare=False)
+    graph_rules: tuple[GraphRule, ...] = ()
 
     def __post_init__(self) -> None:
         src = Source(self.file)
@@ -157,6 +160,17 @@ class Recipe:
             else:
                 raise RecipeError(f"a rule must be a Rule or a mapping, got {type(rule).__name__}", file=self.file)
         object.__setattr__(self, "rules", tuple(rules))
+        graph_rules = []
+        for i, rule in enumerate(self.graph_rules):
+            if isinstance(rule, GraphRule):
+                graph_rules.append(rule)
+            elif isinstance(rule, Mapping):
+                graph_rules.append(parse_graph_rule(rule, src, None, i))
+            else:
+                raise RecipeError(
+                    f"a graph rule must be a GraphRule or a mapping, got {type(rule).__name__}", file=self.file
+                )
+        object.__setattr__(self, "graph_rules", tuple(graph_rules))
         object.__setattr__(self, "defaults", validate_options(self.defaults, src, where="defaults"))
         object.__setattr__(self, "extends", tuple(self.extends))
 
@@ -174,6 +188,8 @@ class Recipe:
             out["description"] = self.description
         out["defaults"] = json.loads(json.dumps(self.defaults))
         out["rules"] = [json.loads(json.dumps(rule.to_dict())) for rule in self.rules]
+        if self.graph_rules:
+            out["graph_rules"] = [json.loads(json.dumps(rule.to_dict())) for rule in self.graph_rules]
         return out
 
     @property

@@ -1,0 +1,336 @@
+"""Graph patterns: short chains of calls with attribute constraints, matched on traced graphs.
+
+A pattern is a list of *steps*. A step names a module class (``Conv2d``, ``PixelUnshuffle``; the exact class name,
+or a dotted import path) or a function from :data:`FUNCTIONS` (``cat``, ``add``, ``F.conv2d``, ...), with
+constraints on the module's attributes or the call's arguments. A chain matches when each step's node takes the
+previous step's node as an input and every intermediate value has exactly one user (so replacing the chain changes
+nothing else).
+
+Constraint values are compared after normalisation: an integer constraint matches a tuple attribute whose elements
+all equal it (``stride: 2`` matches ``stride=(2, 2)``), a list matches a tuple. A string is an arithmetic expression
+over the module's attributes (``out_channels: "2 * in_channels"``), evaluated safely: numbers, attribute names,
+``+ - * / // %`` and parentheses only, no calls; a tuple attribute whose elements are all equal counts as that
+number.
+
+Matching order (see :func:`find_matches`): longer patterns are tried first; among equal lengths, rules keep their
+recipe order; a node belongs to at most one match, and matches are claimed in graph order.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from binarize._registry import Registry
+
+__all__ = [
+    "FUNCTIONS",
+    "FunctionSpec",
+    "Match",
+    "PatternStep",
+    "check_expression",
+    "evaluate_expression",
+    "find_matches",
+]
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A function a pattern step can name.
+
+    Attributes:
+        targets: the callables a ``call_function`` node may have as target.
+        methods: tensor method names a ``call_method`` node may call (``x.add(y)``).
+        params: the names of the positional parameters, in order (so constraints can name them).
+        defaults: values of parameters that a call may omit.
+    """
+
+    targets: tuple[Callable[..., Any], ...]
+    methods: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def bind(self, node: fx.Node) -> dict[str, Any]:
+        """The call's arguments by parameter name (a method call's ``self`` is the first parameter)."""
+        bound = dict(self.defaults)
+        bound.update(zip(self.params, node.args))
+        bound.update(node.kwargs)
+        return bound
+
+
+#: Function name used in patterns -> :class:`FunctionSpec`.
+FUNCTIONS: Registry[FunctionSpec] = Registry("graph function")
+FUNCTIONS.register(
+    "cat",
+    FunctionSpec((torch.cat, torch.concat, torch.concatenate), params=("tensors", "dim"), defaults={"dim": 0}),
+)
+FUNCTIONS.register(
+    "add", FunctionSpec((operator.add, torch.add, operator.iadd), methods=("add", "add_"), params=("input", "other"))
+)
+FUNCTIONS.register(
+    "mul", FunctionSpec((operator.mul, torch.mul, operator.imul), methods=("mul", "mul_"), params=("input", "other"))
+)
+_CONV_PARAMS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_CONV_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+FUNCTIONS.register("F.conv1d", FunctionSpec((F.conv1d, torch.conv1d), params=_CONV_PARAMS, defaults=_CONV_DEFAULTS))
+FUNCTIONS.register("F.conv2d", FunctionSpec((F.conv2d, torch.conv2d), params=_CONV_PARAMS, defaults=_CONV_DEFAULTS))
+FUNCTIONS.register(
+    "F.linear", FunctionSpec((F.linear,), params=("input", "weight", "bias"), defaults={"bias": None})
+)
+FUNCTIONS.register(
+    "pixel_shuffle",
+    FunctionSpec((F.pixel_shuffle, torch.pixel_shuffle), params=("input", "upscale_factor")),
+)
+FUNCTIONS.register(
+    "pixel_unshuffle",
+    FunctionSpec((F.pixel_unshuffle, torch.pixel_unshuffle), params=("input", "downscale_factor")),
+)
+FUNCTIONS.register(
+    "interpolate",
+    FunctionSpec(
+        (F.interpolate,),
+        params=("input", "size", "scale_factor", "mode"),
+        defaults={"size": None, "scale_factor": None, "mode": "nearest"},
+    ),
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Safe arithmetic expressions over attributes
+# ----------------------------------------------------------------------------------------------------------------
+_BINARY_OPS: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+}
+
+
+def check_expression(text: str) -> list[str]:
+    """Validate an attribute expression; return the attribute names it uses.
+
+    Raises:
+        ValueError: for anything but numbers, names, ``+ - * / // %``, unary minus and parentheses.
+    """
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        raise ValueError(f"{text!r} is not an arithmetic expression ({exc.msg})") from None
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            names.append(node.id)
+        elif isinstance(node, ast.Constant):
+            if not isinstance(node.value, (int, float)) or isinstance(node.value, bool):
+                raise ValueError(f"{text!r}: only numbers are allowed as constants, got {node.value!r}")
+        elif isinstance(node, ast.BinOp):
+            if type(node.op) not in _BINARY_OPS:
+                raise ValueError(f"{text!r}: operator {type(node.op).__name__} is not allowed (use + - * / // %)")
+        elif isinstance(node, ast.UnaryOp):
+            if not isinstance(node.op, (ast.USub, ast.UAdd)):
+                raise ValueError(f"{text!r}: only unary + and - are allowed")
+        elif not isinstance(node, (ast.Expression, ast.Load, ast.operator, ast.unaryop)):
+            raise ValueError(f"{text!r}: {type(node).__name__} is not allowed (numbers, names, + - * / // % only)")
+    return names
+
+
+def evaluate_expression(text: str, variables: Mapping[str, Any]) -> float | int | None:
+    """Evaluate a checked expression; ``None`` when a name is missing or not a number."""
+    check_expression(text)
+
+    def ev(node: ast.AST) -> Any:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            value = _as_number(variables.get(node.id))
+            if value is None:
+                raise LookupError(node.id)
+            return value
+        if isinstance(node, ast.UnaryOp):
+            value = ev(node.operand)
+            return -value if isinstance(node.op, ast.USub) else value
+        if isinstance(node, ast.BinOp):
+            return _BINARY_OPS[type(node.op)](ev(node.left), ev(node.right))
+        raise ValueError(type(node).__name__)  # unreachable after check_expression
+
+    try:
+        return ev(ast.parse(text, mode="eval"))
+    except (LookupError, ZeroDivisionError, TypeError):
+        return None
+
+
+def _as_number(value: Any) -> int | float | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, (tuple, list)) and value and all(v == value[0] for v in value):
+        return _as_number(value[0])
+    return None
+
+
+def _satisfies(actual: Any, expected: Any, variables: Mapping[str, Any]) -> bool:
+    if isinstance(expected, str) and not isinstance(actual, str):
+        value = evaluate_expression(expected, variables)
+        number = _as_number(actual)
+        return value is not None and number is not None and number == value
+    if isinstance(expected, list):
+        expected = tuple(expected)
+    if isinstance(actual, list):
+        actual = tuple(actual)
+    if isinstance(actual, tuple) and not isinstance(expected, tuple):
+        return bool(actual) and all(a == expected for a in actual)
+    return bool(actual == expected)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Steps and matching
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PatternStep:
+    """One step of a pattern: a module class or a function, with constraints.
+
+    Attributes:
+        kind: ``"module"`` or ``"function"``.
+        name: the class name (or dotted path) for modules, the :data:`FUNCTIONS` name for functions.
+        constraints: attribute (modules) or argument (functions) name -> required value or expression.
+    """
+
+    kind: str
+    name: str
+    constraints: Mapping[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """E.g. ``Conv2d(stride=2, out_channels="2 * in_channels")``."""
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.constraints.items())
+        return f"{self.name}({inner})" if inner else self.name
+
+    def matches(self, node: fx.Node, modules: Mapping[str, nn.Module]) -> bool:
+        """Whether ``node`` is a call this step describes, with every constraint satisfied."""
+        if self.kind == "module":
+            if node.op != "call_module":
+                return False
+            module = modules.get(str(node.target))
+            if module is None or not _class_matches(type(module), self.name):
+                return False
+            variables = {k: v for k, v in vars(module).items() if not k.startswith("_")}
+            return all(
+                hasattr(module, k) and _satisfies(getattr(module, k), v, variables)
+                for k, v in self.constraints.items()
+            )
+        spec = FUNCTIONS.get(self.name)
+        if node.op == "call_function" and node.target in spec.targets:
+            pass
+        elif node.op == "call_method" and node.target in spec.methods:
+            pass
+        else:
+            return False
+        bound = spec.bind(node)
+        return all(k in bound and _satisfies(bound[k], v, bound) for k, v in self.constraints.items())
+
+
+def _class_matches(cls: type, name: str) -> bool:
+    """``Conv2d`` matches by class name; ``torch.nn.Conv2d`` or ``package.module.Class`` by import path."""
+    if "." not in name:
+        return cls.__name__ == name
+    if f"{cls.__module__}.{cls.__qualname__}" == name:
+        return True
+    head, _, tail = name.rpartition(".")
+    return head in ("torch.nn", "nn") and getattr(nn, tail, None) is cls
+
+
+@dataclass
+class Match:
+    """One occurrence of a pattern in a graph.
+
+    Attributes:
+        rule_index: the index of the graph rule in the recipe.
+        nodes: the matched nodes, one per step, in chain order.
+        modules: per step, the called module (``None`` for function steps).
+        paths: per step, the node's module path (the called module for module steps, the module whose forward
+            made the call for function steps).
+    """
+
+    rule_index: int
+    nodes: list[fx.Node]
+    modules: list[nn.Module | None]
+    paths: list[str]
+
+    def inputs(self) -> list[fx.Node]:
+        """Values the chain consumes from outside it, in order of first use (parameters read by ``get_attr`` excluded)."""
+        inside = set(self.nodes)
+        seen: list[fx.Node] = []
+        for node in self.nodes:
+            for arg in _flat_nodes((node.args, node.kwargs)):
+                if arg not in inside and arg.op != "get_attr" and arg not in seen:
+                    seen.append(arg)
+        return seen
+
+
+def _flat_nodes(value: Any) -> list[fx.Node]:
+    out: list[fx.Node] = []
+    fx.node.map_arg(value, lambda n: out.append(n) or n)
+    return out
+
+
+def find_matches(
+    graph_module: fx.GraphModule,
+    patterns: Sequence[tuple[int, Sequence[PatternStep]]],
+    accept: Callable[[Match], bool] | None = None,
+) -> list[Match]:
+    """Non-overlapping matches of ``patterns`` (``(rule_index, steps)`` pairs) in ``graph_module``.
+
+    Longer patterns are tried first (ties keep the given order); within one pattern, nodes are visited in graph
+    order and a node already claimed by an earlier match is never reused. ``accept`` can veto a match (e.g. a path
+    filter), and the search then goes on.
+    """
+    modules = dict(graph_module.named_modules())
+    ordered = sorted(enumerate(patterns), key=lambda item: (-len(item[1][1]), item[0]))
+    claimed: set[fx.Node] = set()
+    found: list[Match] = []
+    for _, (rule_index, steps) in ordered:
+        for start in graph_module.graph.nodes:
+            chain = _chain_from(start, steps, modules, claimed)
+            if chain is None:
+                continue
+            match = Match(
+                rule_index,
+                chain,
+                [modules.get(str(n.target)) if n.op == "call_module" else None for n in chain],
+                [str(n.meta.get("module_path", "")) for n in chain],
+            )
+            if accept is not None and not accept(match):
+                continue
+            claimed.update(chain)
+            found.append(match)
+    position = {n: i for i, n in enumerate(graph_module.graph.nodes)}
+    found.sort(key=lambda m: position[m.nodes[0]])
+    return found
+
+
+def _chain_from(
+    start: fx.Node, steps: Sequence[PatternStep], modules: Mapping[str, nn.Module], claimed: set[fx.Node]
+) -> list[fx.Node] | None:
+    if start in claimed or not steps[0].matches(start, modules):
+        return None
+    chain = [start]
+    for step in steps[1:]:
+        current = chain[-1]
+        if len(current.users) != 1:
+            return None
+        (user,) = current.users
+        if user in claimed or not step.matches(user, modules):
+            return None
+        chain.append(user)
+    return chain
