@@ -202,7 +202,7 @@ def summarize(
     fp = _measure(spec.model, inputs, spec.name)
     result = fp
     engine: dict[str, Any] = {
-        "replaced": [], "skipped": [], "not_executed": [], "graph_replaced": [], "untraced": None, "order_source": None
+        "replaced": [], "skipped": [], "graph_replaced": [], "untraced": None, "order_source": None
     }
     if recipe is not None:
         from binarize.api import binarize  # imported late: the engine is not needed for FP figures
@@ -230,7 +230,6 @@ def summarize(
         "functional": data["functional"],
         "replaced": list(engine.get("replaced", [])),
         "skipped": list(engine.get("skipped", [])),
-        "not_executed": list(engine.get("not_executed", [])),
         "graph_replaced": list(engine.get("graph_replaced", [])),
         "untraced": engine.get("untraced"),
         "order_source": engine.get("order_source"),
@@ -264,11 +263,6 @@ def _format_summary(data: dict[str, Any]) -> str:
         ]
         lines += [f"  untraced {u['name'] or '<root>'} ({u['type']}): {u['reason']}" for u in data["untraced"] or []]
         lines += [f"  skipped {s.get('name')} ({s.get('type')}): {s.get('reason')}" for s in data["skipped"]]
-        if data["not_executed"]:
-            lines.append(
-                f"warning: {len(data['not_executed'])} replaced layer(s) never ran as modules (their weights may be "
-                f"used in functional calls), so they stay effectively full precision: {', '.join(data['not_executed'])}"
-            )
     return "\n".join(lines)
 
 

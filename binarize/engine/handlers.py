@@ -49,6 +49,11 @@ def binarize_layer(decision: Decision) -> Outcome:
     from binarize.nn import binary_class_for
 
     module = decision.candidate.module
+    if decision.executed is False:
+        return Outcome(
+            reason="never ran as a module in the recorded forward pass (the model may use its weight in a functional "
+            "call such as F.linear(x, self.qkv.weight)), so a binary layer there would compute nothing"
+        )
     cls = binary_class_for(module)
     if cls is None:  # find_candidates only yields convertible layers; kept for plugins' own candidates
         return Outcome(reason=f"no binary class for {type(module).__name__}")

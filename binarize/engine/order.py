@@ -12,6 +12,12 @@ create its head before its stem, or reuse a block. The order is taken from the f
 ``registration``   the order of ``named_modules()`` (last resort)
 ================== ===========================================================================================
 
+Boundaries come from the autograd graph of the recorded pass, not from call order alone: every layer that reads the
+model's input with no other candidate in between counts as first (a model can have parallel stems, or a stem of
+parallel branches), and every layer whose output reaches the model's output with no other candidate in between,
+and that feeds no other such layer, counts as last (a distillation head beside the classifier, several heads).
+Registration and fx order have no such ties.
+
 The forward pass runs on fake tensors (shapes only, no arithmetic) when the model allows it, else on real ones.
 It runs in eval mode under ``torch.no_grad()`` and every module's ``training`` flag is restored
 afterwards, so the model is left as it was (BatchNorm running statistics are not updated in eval mode). A layer
@@ -20,8 +26,9 @@ that never runs has no position and is never ``first`` or ``last``.
 
 from __future__ import annotations
 
+import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -34,7 +41,8 @@ __all__ = ["ORDER_SOURCES", "Positions", "execution_order"]
 
 ORDER_SOURCES = ("forward", "timm_input_size", "fx", "registration")
 
-#: module index -> (position of its first call, position of its last call)
+#: module index -> (position of its first call, position of its last call); input layers share the first position
+#: -1 and output layers the last position ``sys.maxsize`` (see :func:`execution_order`).
 Positions = dict[int, tuple[int, int]]
 
 
@@ -91,34 +99,110 @@ def _shape_only_or_real_order(model: nn.Module, modules: Sequence[nn.Module], ex
         return _forward_order(model, modules, example_inputs)
 
 
+def _reached(roots: Iterable[Any], marks: dict[Any, int]) -> set[int]:
+    """Candidates whose output nodes are reached walking the autograd graph back from ``roots``, stopping at them."""
+    found: set[int] = set()
+    seen: set[Any] = set()
+    stack = [r for r in roots if r is not None]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node in marks:
+            found.add(marks[node])
+            continue
+        stack.extend(n for n, _ in node.next_functions if n is not None)
+    return found
+
+
+def _upstream(start: int, feeds: Mapping[int, set[int]]) -> set[int]:
+    """Every candidate whose output reaches ``start``'s input, directly or through other candidates."""
+    found: set[int] = set()
+    stack = list(feeds.get(start, ()))
+    while stack:
+        u = stack.pop()
+        if u not in found:
+            found.add(u)
+            stack.extend(feeds.get(u, ()))
+    return found
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def _tracked(value: Any) -> Any:
+    """A floating-point input that records autograd history, so layers are linked even with frozen weights."""
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.detach().requires_grad_()
+    return value
+
+
 def _forward_order(model: nn.Module, modules: Sequence[nn.Module], example_inputs: Any) -> Positions:
+    """Positions of the candidates; parallel boundary layers share a position.
+
+    Every candidate that reads the model input without another candidate in between gets first position -1
+    (several input stems / branches are all "first"), and every candidate whose output reaches the model output
+    without another candidate in between, and that feeds no other such candidate, gets last position
+    ``sys.maxsize`` (several heads are all "last"). The boundaries come from the autograd graph of the pass.
+    """
     index_of = {id(m): i for i, m in enumerate(modules)}
     calls: dict[int, list[int]] = {}
     counter = 0
+    marks: dict[Any, int] = {}  # autograd node of a candidate's output -> candidate index
+    sources: set[int] = set()
+    feeds: dict[int, set[int]] = {}  # candidate -> the candidates whose outputs reach its input directly
 
-    def record(module: nn.Module, _args: Any) -> None:
+    def record(module: nn.Module, args: Any) -> None:
         nonlocal counter
-        calls.setdefault(index_of[id(module)], []).append(counter)
+        index = index_of[id(module)]
+        calls.setdefault(index, []).append(counter)
         counter += 1
+        upstream = _reached((t.grad_fn for t in _tensors(args)), marks)
+        feeds.setdefault(index, set()).update(upstream)
+        if not upstream:
+            sources.add(index)
+
+    def mark(module: nn.Module, _args: Any, output: Any) -> None:
+        for t in _tensors(output):
+            if t.grad_fn is not None:
+                marks[t.grad_fn] = index_of[id(module)]
 
     if isinstance(example_inputs, Mapping):
-        args, kwargs = (), dict(example_inputs)
+        args, kwargs = (), {k: _tracked(v) for k, v in example_inputs.items()}
     elif isinstance(example_inputs, (tuple, list)):
-        args, kwargs = tuple(example_inputs), {}
+        args, kwargs = tuple(_tracked(v) for v in example_inputs), {}
     else:
-        args, kwargs = (example_inputs,), {}
+        args, kwargs = (_tracked(example_inputs),), {}
     flags = [(m, m.training) for m in model.modules()]
-    handles = [m.register_forward_pre_hook(record) for m in {id(m): m for m in modules}.values()]
+    unique = {id(m): m for m in modules}.values()
+    handles = [m.register_forward_pre_hook(record) for m in unique]
+    handles += [m.register_forward_hook(mark) for m in unique]
     try:
         model.eval()
-        with torch.no_grad():
-            model(*args, **kwargs)
+        with torch.enable_grad():  # the graph links layers; nothing is backpropagated
+            output = model(*args, **kwargs)
+        sinks = _reached((t.grad_fn for t in _tensors(output)), marks)
+        # A residual stream carries every block's output to the model output: keep only the sinks that feed no
+        # other sink (parallel heads), not the blocks upstream of the last one. A layer called twice (shared
+        # weights) may feed itself; that does not disqualify it.
+        feeders = {s: _upstream(s, feeds) - {s} for s in sinks}
+        sinks = {t for t in sinks if not any(t in feeders[s] for s in sinks if s != t)}
     finally:
         for handle in handles:
             handle.remove()
         for module, training in flags:
             module.training = training
-    return {i: (c[0], c[-1]) for i, c in calls.items()}
+    return {
+        i: (-1 if i in sources else c[0], sys.maxsize if i in sinks else c[-1]) for i, c in calls.items()
+    }
 
 
 def _timm_input(model: nn.Module) -> torch.Tensor | None:

@@ -62,16 +62,11 @@ class Report:
             "order_source": self.order_source,
             "replaced": [dict(r) for r in self.replaced],
             "skipped": [dict(s) for s in self.skipped],
-            "not_executed": self.not_executed(),
             "graph_replaced": [dict(r) for r in self.graph_replaced],
             "untraced": None if self.untraced is None else [dict(u) for u in self.untraced],
             "structure_only": self.structure_only,
             "verify": None if self.verify is None else dict(self.verify),
         }
-
-    def not_executed(self) -> list[str]:
-        """Names of replaced layers that did not run in the recorded forward pass."""
-        return [r["name"] for r in self.replaced if r.get("executed") is False]
 
     def __str__(self) -> str:
         lines = [
@@ -100,12 +95,6 @@ class Report:
                     ("name", "old_type", "new_type", "rule"),
                     [(_name(r), r["old_type"], r["new_type"], r["rule"]) for r in self.replaced],
                 )
-            )
-        idle = self.not_executed()
-        if idle:
-            lines.append(
-                f"warning: {len(idle)} replaced layer(s) never ran in the recorded forward pass, so they compute "
-                f"nothing as binary layers (the model may use their weights in functional calls): {', '.join(idle)}"
             )
         if self.skipped:
             lines.append("skipped:")

@@ -246,13 +246,13 @@ def select(
     ran = [i for i in hits if i in order]
     if not ran:
         return []
-    chosen = set()
-    if selector.first:
-        chosen.add(min(ran, key=lambda i: order[i][0]))
-    if selector.last:
-        chosen.add(max(ran, key=lambda i: order[i][1]))
-    if selector.first and selector.last and len(chosen) == 2:
-        return []  # both fields must hold for one candidate: only a lone candidate is first and last
+    chosen = set(ran)
+    if selector.first:  # ties: parallel input layers (two stems, the branches of a multi-branch stem)
+        start = min(order[i][0] for i in ran)
+        chosen &= {i for i in ran if order[i][0] == start}
+    if selector.last:  # ties: parallel output layers (a distillation head beside the classifier)
+        end = max(order[i][1] for i in ran)
+        chosen &= {i for i in ran if order[i][1] == end}
     return sorted(chosen)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import timm
 import torch
 from torch import nn
@@ -119,6 +121,49 @@ def test_a_module_called_twice_takes_its_first_and_last_call() -> None:
 
     model = Twice()
     positions, source = execution_order(model, [model.shared, model.middle], torch.randn(1, 4))
-    assert source == "forward" and positions == {0: (0, 2), 1: (1, 1)}
+    # ``shared`` reads the input and writes the output: it is both an input and an output layer.
+    assert source == "forward" and positions == {0: (-1, sys.maxsize), 1: (1, 1)}
     the_plan = plan(model, FIRST_LAST, example_inputs=torch.randn(1, 4))
     assert {d.candidate.name: d.action for d in the_plan.decisions} == {"shared": "keep", "middle": "binarize"}
+
+
+class TwoStemsTwoHeads(nn.Module):
+    """Parallel input branches and parallel heads (like a multi-branch stem and a distillation head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem_a = nn.Conv2d(3, 4, 3, padding=1)
+        self.stem_b = nn.Conv2d(3, 4, 1)
+        self.body = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4, 10)
+        self.head_dist = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.relu(self.stem_a(x) + self.stem_b(x))
+        h = (self.body(h) + h).mean((2, 3))
+        return self.head(h), self.head_dist(h)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_parallel_input_and_output_layers_are_all_first_and_last(frozen: bool) -> None:
+    model = TwoStemsTwoHeads()
+    for p in model.parameters():
+        p.requires_grad_(not frozen)  # frozen weights: the order must still link the layers
+    decisions = plan(model, FIRST_LAST, example_inputs=torch.randn(1, 3, 8, 8)).decisions
+    actions = {d.candidate.name: d.action for d in decisions}
+    assert actions == {"stem_a": "keep", "stem_b": "keep", "body": "binarize", "head": "keep", "head_dist": "keep"}
+
+
+def test_blocks_on_a_residual_stream_are_not_all_last() -> None:
+    class Stream(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleList(nn.Linear(4, 4) for _ in range(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for block in self.blocks:
+                x = x + block(x)
+            return x
+
+    actions = {d.candidate.name: d.action for d in plan(Stream(), FIRST_LAST, example_inputs=torch.randn(2, 4)).decisions}
+    assert actions == {"blocks.0": "keep", "blocks.1": "binarize", "blocks.2": "keep"}

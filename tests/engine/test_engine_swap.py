@@ -230,7 +230,6 @@ def test_report_to_dict_and_table(tiny_cnn: nn.Module) -> None:
     data = json.loads(json.dumps(report.to_dict()))
     assert data["recipe"] == "xnor" and data["order_source"] == "fx"
     assert set(data["replaced"][0]) == {"name", "old_type", "new_type", "rule", "aliases", "executed"}
-    assert data["not_executed"] == []
     assert set(data["skipped"][0]) == {"name", "type", "reason"}
     assert data["replaced"][0]["rule"].startswith("rules[0] select {type: [Conv1d, Conv2d, ConvTranspose2d, Linear]}")
     text = str(report)
@@ -276,14 +275,13 @@ class _FunctionalUse(nn.Module):
         return torch.nn.functional.linear(self.used(x), self.bypassed.weight, self.bypassed.bias)
 
 
-def test_report_flags_replaced_layers_that_never_run() -> None:
+def test_layers_that_never_run_are_left_alone_and_reported() -> None:
     model = _FunctionalUse()
     out = binarize(model, "identity", example_inputs=torch.zeros(2, 4))
     report = out.binarize_report
-    executed = {r["name"]: r["executed"] for r in report.replaced}
-    assert executed == {"used": True, "bypassed": False}
-    assert report.not_executed() == ["bypassed"]
-    assert "never ran in the recorded forward pass" in str(report) and "bypassed" in str(report)
-    # Without a recorded forward pass nothing is claimed either way.
+    assert [(r["name"], r["executed"]) for r in report.replaced] == [("used", True)]
+    (skipped,) = [s for s in report.skipped if s["name"] == "bypassed"]
+    assert "never ran as a module" in skipped["reason"] and type(out.bypassed) is nn.Linear
+    # Without a recorded forward pass nothing is known: the layer is converted and marked unknown.
     unknown = binarize(model, "identity").binarize_report
-    assert {r["executed"] for r in unknown.replaced} == {None} and unknown.not_executed() == []
+    assert {r["executed"] for r in unknown.replaced} == {None}
