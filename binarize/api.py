@@ -90,6 +90,8 @@ def binarize(
 def plan(model: nn.Module, recipe: RecipeSpec, *, example_inputs: Any = None) -> Plan:
     """What :func:`binarize` would decide for each layer of ``model``, without changing anything.
 
+    For a recipe with graph rules, the decisions are those on the rewritten network (the rules run on a copy).
+
     Args:
         model: any ``torch.nn.Module``.
         recipe: as for :func:`binarize`.
@@ -99,7 +101,10 @@ def plan(model: nn.Module, recipe: RecipeSpec, *, example_inputs: Any = None) ->
         A :class:`~binarize.engine.Plan` (``str()`` gives a table, ``to_dict()`` plain data).
     """
     _check_model(model)
-    return make_plan(model, load_recipe(recipe), example_inputs=example_inputs)
+    resolved = load_recipe(recipe)
+    if resolved.graph_rules:  # plan the network the layer rules will see: the graph rules' result, on a copy
+        model = apply_graph_rules(_deep_copy(model), resolved).model
+    return make_plan(model, resolved, example_inputs=example_inputs)
 
 
 def _deep_copy(model: nn.Module) -> nn.Module:

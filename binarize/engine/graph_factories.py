@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
+from torch import fx, nn
 
 from binarize._registry import Registry
 from binarize.engine.patterns import Match
@@ -80,3 +80,69 @@ def consistent_downsample(match: Match, **args: Mapping[str, Any]) -> nn.Module:
     if args:
         raise UnsupportedLayerError(f"consistent_downsample takes no args, got {sorted(args)}")
     return ConsistentDownsample.from_conv(single_module(match, nn.Conv2d, "consistent_downsample"))
+
+
+@register_graph_factory(
+    "functional_layer",
+    function_preserving=True,
+    description="F.conv1d / F.conv2d / F.linear on a parameter => the Conv1d / Conv2d / Linear module holding it",
+)
+def functional_layer(match: Match, **args: Mapping[str, Any]) -> nn.Module:
+    """Turn a functional convolution or linear call on parameters into the equivalent module.
+
+    ``F.conv2d(x, self.kernel, self.bias, stride, padding, dilation, groups)`` becomes an ``nn.Conv2d`` whose
+    ``weight`` (and ``bias``) *are* those parameters (the same objects), with the call's constant arguments, so the
+    layer rules can then binarize it like any module. Refused, with the reason, when the weight or bias is computed
+    in the forward pass rather than read from a parameter, or when an argument is not a constant.
+    """
+    from binarize.engine.patterns import FUNCTIONS
+
+    if args:
+        raise UnsupportedLayerError(f"functional_layer takes no args, got {sorted(args)}")
+    if len(match.nodes) != 1 or match.nodes[0].op not in ("call_function", "call_method"):
+        raise UnsupportedLayerError("functional_layer replaces one F.conv1d / F.conv2d / F.linear call")
+    node = match.nodes[0]
+    name = next((n for n in ("F.conv1d", "F.conv2d", "F.linear") if node.target in FUNCTIONS.get(n).targets), None)
+    if name is None:
+        raise UnsupportedLayerError(f"functional_layer does not handle {node.target}")
+    bound = FUNCTIONS.get(name).bind(node)
+    weight = _parameter(match, bound.get("weight"), "weight")
+    bias = None if bound.get("bias") is None else _parameter(match, bound["bias"], "bias")
+    if name == "F.linear":
+        layer: nn.Module = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    else:
+        constants = {k: bound[k] for k in ("stride", "padding", "dilation", "groups")}
+        if any(isinstance(v, fx.Node) for v in constants.values()):
+            raise UnsupportedLayerError(f"{name} arguments computed in the forward pass: {constants}")
+        cls = nn.Conv1d if name == "F.conv1d" else nn.Conv2d
+        groups = int(constants["groups"])
+        layer = cls(
+            weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), stride=constants["stride"],
+            padding=constants["padding"], dilation=constants["dilation"], groups=groups, bias=bias is not None,
+            device="meta",
+        )
+    layer.weight = weight
+    if bias is not None:
+        layer.bias = bias
+    return layer
+
+
+def _parameter(match: Match, value: Any, role: str) -> nn.Parameter:
+    if not isinstance(value, fx.Node) or value.op != "get_attr" or match.graph_module is None:
+        raise UnsupportedLayerError(
+            f"the {role} is computed in the forward pass, not read from a parameter; only calls on parameters "
+            f"become layers"
+        )
+    found = match.graph_module.get_parameter(str(value.target)) if _is_parameter(match, value) else None
+    if found is None:
+        raise UnsupportedLayerError(f"the {role} {value.target!r} is a buffer or constant, not a parameter")
+    return found
+
+
+def _is_parameter(match: Match, node: fx.Node) -> bool:
+    assert match.graph_module is not None
+    try:
+        match.graph_module.get_parameter(str(node.target))
+    except AttributeError:
+        return False
+    return True

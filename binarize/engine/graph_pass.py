@@ -5,12 +5,15 @@
 2. **match**: :func:`~binarize.engine.patterns.find_matches` per traced region, all rules at once (longer patterns
    first, then graph order), filtered by each rule's ``within``.
 3. **replace**: each match's factory builds the new module. A match made of one module call is swapped on the
-   model's own module tree (the model keeps its class and methods). A longer match, or one with function calls,
-   rewrites its region's graph: the region's module becomes a :class:`torch.fx.GraphModule` holding the same
-   submodules (for the model itself, :func:`binarize.binarize` then returns that GraphModule).
+   model's own module tree (the model keeps its class and methods); all of these are built before any is swapped
+   in. A longer match, or one with function calls, changes forward code: the innermost module whose forward
+   contains the whole chain (its *owner*) is traced on its own, the chain is replaced in that graph, and the owner
+   becomes a :class:`torch.fx.GraphModule` holding the same submodules. Only the owner changes class; when the
+   owner is the model itself, :func:`binarize.binarize` returns the GraphModule.
 4. **lint** and **recompile** each rewritten graph.
 
-Nothing is changed before every factory has run, so a failing factory leaves the model as it was.
+A factory that refuses a match (:class:`~binarize.errors.UnsupportedLayerError`) leaves that occurrence as it was
+and the report lists it as skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from torch import fx, nn
 from binarize.engine.graph_factories import GRAPH_FACTORIES
 from binarize.engine.patterns import Match, find_matches
 from binarize.engine.swap import set_submodule
-from binarize.engine.tracing import TracedRegion, trace_partially
+from binarize.engine.tracing import trace_partially
 from binarize.errors import RecipeError, UnsupportedLayerError
 
 __all__ = ["GraphOutcome", "apply_graph_rules"]
@@ -69,20 +72,20 @@ def apply_graph_rules(model: nn.Module, recipe: Any) -> GraphOutcome:
     traced = trace_partially(model)
     outcome = GraphOutcome(model, untraced=list(traced.untraced))
     patterns = [(i, rule.pattern) for i, rule in enumerate(rules)]
-    planned: list[tuple[TracedRegion, Match, nn.Module]] = []
+
+    def accept(match: Match) -> bool:
+        return _within(rules[match.rule_index].within, match.paths[0])
+
+    single: list[Match] = []
+    by_owner: dict[str, list[Match]] = {}
     matched: set[int] = set()
     for region in traced.regions:
-        accept = lambda m: _within(rules[m.rule_index].within, m.paths[0])  # noqa: E731
         for match in find_matches(region.graph_module, patterns, accept):
             matched.add(match.rule_index)
-            rule = rules[match.rule_index]
-            factory = GRAPH_FACTORIES.get(rule.replace)
-            try:
-                planned.append((region, match, factory.build(match, **dict(rule.args))))
-            except UnsupportedLayerError as exc:
-                outcome.skipped.append(
-                    {"name": _label(match), "type": _types(match), "reason": f"{rule.describe(match.rule_index)}: {exc}"}
-                )
+            if match.is_single_call:
+                single.append(match)
+            else:
+                by_owner.setdefault(match.owner, []).append(match)
     for index, rule in enumerate(rules):
         if index not in matched and not rule.optional:
             raise RecipeError(
@@ -92,36 +95,83 @@ def apply_graph_rules(model: nn.Module, recipe: Any) -> GraphOutcome:
                 file=rule.file,
                 line=rule.line,
             )
-    for region in reversed(traced.regions):  # innermost regions first: their paths stay valid
-        items = [(m, new) for r, m, new in planned if r is region]
-        if not items:
-            continue
-        if all(len(m.nodes) == 1 and m.nodes[0].op == "call_module" for m, _ in items):
-            for match, new in items:
-                outcome.model = _swap(outcome.model, match.paths[0], new)
-        else:
-            graph_module = region.graph_module
-            for match, new in items:
-                _rewrite(graph_module, match, new)
-            graph_module.graph.lint()
-            graph_module.recompile()
-            graph_module.delete_all_unused_submodules()
-            outcome.model = _swap(outcome.model, region.path, graph_module)
-        for match, new in items:
-            rule = rules[match.rule_index]
-            outcome.replaced.append(
-                {
-                    "name": _label(match),
-                    "rule": rule.describe(match.rule_index),
-                    "pattern": " -> ".join(step.describe() for step in rule.pattern),
-                    "nodes": [n.name for n in match.nodes],
-                    "old_types": _types(match),
-                    "new_type": type(new).__name__,
-                    "function_preserving": GRAPH_FACTORIES.get(rule.replace).function_preserving,
-                }
-            )
+    # One-call matches: build every replacement first, then swap them in on the module tree.
+    built = [(match, new) for match in single if (new := _build(match, rules, outcome)) is not None]
+    for match, new in built:
+        outcome.model = _swap(outcome.model, match.paths[0], new)
+        _record(outcome, rules, match, new)
+    # Code rewrites: each owning module is traced on its own and rewritten, innermost first, so the rest of the
+    # model (its class, its other methods) stays as it was.
+    for owner in sorted(by_owner, key=lambda path: -len(path.split(".")) if path else 0):
+        _rewrite_owner(outcome, rules, patterns, accept, owner, by_owner[owner])
     outcome.replaced.sort(key=lambda r: r["name"])
     return outcome
+
+
+def _rewrite_owner(
+    outcome: GraphOutcome, rules: Any, patterns: Any, accept: Any, owner: str, found: list[Match]
+) -> None:
+    module = outcome.model if owner == "" else outcome.model.get_submodule(owner)
+    # Children that no match reaches into stay opaque calls, so the rewritten owner keeps them as they are
+    # (their classes and methods) instead of inlining their forward code.
+    inside = {_child_of(owner, str(n.meta.get("caller_path", ""))) for m in found for n in m.nodes}
+    opaque = [child for name, child in module.named_children() if name not in inside]
+    local = trace_partially(module, owner, opaque=opaque)
+    region = local.regions[0] if local.regions and local.regions[0].path == owner else None
+    if region is None:
+        reason = local.untraced[0]["reason"] if local.untraced else "no graph"
+        outcome.skipped.append(
+            {"name": owner or "<root>", "type": type(module).__name__,
+             "reason": f"{len(found)} graph-rule match(es) need this module's forward rewritten, but it cannot be "
+                       f"traced on its own ({reason})"}
+        )
+        return
+    matches = [
+        m for m in find_matches(region.graph_module, patterns, accept) if not m.is_single_call and m.owner == owner
+    ]
+    items = [(match, new) for match in matches if (new := _build(match, rules, outcome)) is not None]
+    if not items:
+        return
+    graph_module = region.graph_module
+    names = [_join(owner, _rewrite(graph_module, match, new)) for match, new in items]
+    graph_module.graph.lint()
+    graph_module.recompile()
+    graph_module.delete_all_unused_submodules()
+    outcome.model = _swap(outcome.model, owner, graph_module)
+    for (match, new), name in zip(items, names):
+        _record(outcome, rules, match, new, name)
+
+
+def _child_of(owner: str, caller: str) -> str | None:
+    """The direct child of ``owner`` on the way to ``caller`` (``None`` when ``caller`` is ``owner`` itself)."""
+    rest = caller[len(owner) + 1 :] if owner else caller
+    return rest.split(".")[0] if rest and caller != owner else None
+
+
+def _build(match: Match, rules: Any, outcome: GraphOutcome) -> nn.Module | None:
+    rule = rules[match.rule_index]
+    try:
+        return GRAPH_FACTORIES.get(rule.replace).build(match, **dict(rule.args))
+    except UnsupportedLayerError as exc:
+        outcome.skipped.append(
+            {"name": _label(match), "type": _types(match), "reason": f"{rule.describe(match.rule_index)}: {exc}"}
+        )
+        return None
+
+
+def _record(outcome: GraphOutcome, rules: Any, match: Match, new: nn.Module, name: str | None = None) -> None:
+    rule = rules[match.rule_index]
+    outcome.replaced.append(
+        {
+            "name": _label(match) if name is None else name,
+            "rule": rule.describe(match.rule_index),
+            "pattern": " -> ".join(step.describe() for step in rule.pattern),
+            "nodes": [n.name for n in match.nodes],
+            "old_types": _types(match),
+            "new_type": type(new).__name__,
+            "function_preserving": GRAPH_FACTORIES.get(rule.replace).function_preserving,
+        }
+    )
 
 
 def _swap(root: nn.Module, path: str, new: nn.Module) -> nn.Module:
@@ -142,28 +192,50 @@ def _types(match: Match) -> str:
     )
 
 
-def _rewrite(graph_module: fx.GraphModule, match: Match, new: nn.Module) -> None:
-    """Replace the matched chain in ``graph_module`` by one call of ``new`` on the chain's external inputs."""
+def _join(owner: str, path: str) -> str:
+    return f"{owner}.{path}" if owner else path
+
+
+def _rewrite(graph_module: fx.GraphModule, match: Match, new: nn.Module) -> str:
+    """Replace the matched chain in ``graph_module`` by one call of ``new`` on the chain's external inputs.
+
+    The new module takes the path of the chain's first module call; a chain of function calls names it after the
+    parameter it reads (``kernel`` -> ``kernel_layer``) or after its last node. Parameters that only the chain read
+    are removed from the graph module (the new module holds them now). Returns the new module's path in
+    ``graph_module``.
+    """
     graph = graph_module.graph
     module_nodes = [n for n in match.nodes if n.op == "call_module"]
+    attrs = [a for n in match.nodes for a in n.all_input_nodes if a.op == "get_attr"]
     if module_nodes:
-        target = str(module_nodes[-1].target)
+        target = str(module_nodes[0].target)
     else:
-        base = re.sub(r"\W", "_", match.nodes[-1].name)
-        target, k = f"{base}_replaced", 0
+        base = re.sub(r"\W", "_", str(attrs[0].target) if attrs else match.nodes[-1].name) + "_layer"
+        target, k = base, 0
         while hasattr(graph_module, target):
             k += 1
-            target = f"{base}_replaced_{k}"
+            target = f"{base}_{k}"
     graph_module.add_submodule(target, new)
     inputs = match.inputs()
     last = match.nodes[-1]
     with graph.inserting_after(last):
         call = graph.call_module(target, tuple(inputs))
     call.meta["module_path"] = _label(match)
+    call.meta["caller_path"] = match.owner
     last.replace_all_uses_with(call)
-    attrs = [a for n in match.nodes for a in n.all_input_nodes if a.op == "get_attr"]
     for node in reversed(match.nodes):
         graph.erase_node(node)
-    for attr in attrs:
-        if not attr.users and attr.graph is graph:
-            graph.erase_node(attr)
+    for attr in dict.fromkeys(attrs):
+        if attr.users:
+            continue
+        graph.erase_node(attr)
+        if not any(n.op == "get_attr" and n.target == attr.target for n in graph.nodes):
+            _delete_attribute(graph_module, str(attr.target))
+    return target
+
+
+def _delete_attribute(root: nn.Module, target: str) -> None:
+    prefix, _, name = target.rpartition(".")
+    owner = root.get_submodule(prefix) if prefix else root
+    if hasattr(owner, name):
+        delattr(owner, name)

@@ -52,7 +52,8 @@ def binarize_layer(decision: Decision) -> Outcome:
     if decision.executed is False:
         return Outcome(
             reason="never ran as a module in the recorded forward pass (the model may use its weight in a functional "
-            "call such as F.linear(x, self.qkv.weight)), so a binary layer there would compute nothing"
+            "call such as F.linear(x, self.qkv.weight), or the layer sits in a branch that pass did not take), so a "
+            "binary layer there would compute nothing"
         )
     cls = binary_class_for(module)
     if cls is None:  # find_candidates only yields convertible layers; kept for plugins' own candidates

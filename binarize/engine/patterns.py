@@ -260,12 +260,31 @@ class Match:
         modules: per step, the called module (``None`` for function steps).
         paths: per step, the node's module path (the called module for module steps, the module whose forward
             made the call for function steps).
+        graph_module: the traced module the match was found in (to read parameters that ``get_attr`` nodes
+            name).
     """
 
     rule_index: int
     nodes: list[fx.Node]
     modules: list[nn.Module | None]
     paths: list[str]
+    graph_module: fx.GraphModule | None = None
+
+    @property
+    def owner(self) -> str:
+        """The path of the innermost module whose forward contains every call of the match."""
+        callers = [str(n.meta.get("caller_path", "")).split(".") for n in self.nodes]
+        common: list[str] = []
+        for parts in zip(*callers):
+            if len(set(parts)) != 1:
+                break
+            common.append(parts[0])
+        return ".".join(p for p in common if p)
+
+    @property
+    def is_single_call(self) -> bool:
+        """One module call: it can be swapped on the module tree, with no change to any forward code."""
+        return len(self.nodes) == 1 and self.nodes[0].op == "call_module"
 
     def inputs(self) -> list[fx.Node]:
         """Values the chain consumes from outside it, in order of first use (parameters read by ``get_attr`` excluded)."""
@@ -309,6 +328,7 @@ def find_matches(
                 chain,
                 [modules.get(str(n.target)) if n.op == "call_module" else None for n in chain],
                 [str(n.meta.get("module_path", "")) for n in chain],
+                graph_module,
             )
             if accept is not None and not accept(match):
                 continue

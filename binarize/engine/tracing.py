@@ -8,7 +8,8 @@ opaque call, and traces again. When the model's own forward cannot be traced, it
 The result lists every traced *region* (a module and its graph) and every untraced module with the reason.
 
 Each graph node carries ``node.meta["module_path"]``: the path of the module whose forward created the node (for a
-``call_module`` node, the path of the called module), so name selectors work on graph nodes as on modules.
+``call_module`` node, the path of the called module), so name selectors work on graph nodes as on modules; and
+``node.meta["caller_path"]``: the path of the module whose forward made the call (for every kind of node).
 
 Leaves: the modules torch.fx treats as leaves (those defined in ``torch.nn``), binary layers, and every class in
 :data:`LEAF_MODULES` (plugins register their modules there).
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,9 +86,9 @@ class PathTracer(fx.Tracer):
     def create_node(self, kind: str, target: Any, args: Any, kwargs: Any, name: str | None = None,
                     type_expr: Any | None = None) -> fx.Node:
         node = super().create_node(kind, target, args, kwargs, name, type_expr)
-        node.meta["module_path"] = _join(self._root_path, target) if kind == "call_module" else _join(
-            self._root_path, self._path_stack[-1]
-        )
+        caller = _join(self._root_path, self._path_stack[-1])
+        node.meta["caller_path"] = caller
+        node.meta["module_path"] = _join(self._root_path, target) if kind == "call_module" else caller
         return node
 
     _root_path: str = ""
@@ -138,7 +139,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message[:300]}"
 
 
-def trace_partially(model: nn.Module, path: str = "") -> TraceResult:
+def trace_partially(model: nn.Module, path: str = "", *, opaque: Iterable[nn.Module] = ()) -> TraceResult:
     """Trace ``model`` with torch.fx as far as possible (see the module docstring).
 
     Never raises for an untraceable model: what cannot be traced is listed in ``untraced``.
@@ -146,6 +147,7 @@ def trace_partially(model: nn.Module, path: str = "") -> TraceResult:
     Args:
         model: the module to trace.
         path: its path inside a larger model (used in node metadata and reports).
+        opaque: submodules to keep as leaves from the start (not traced through, not reported as untraced).
 
     Examples:
         >>> class Gate(nn.Module):
@@ -159,16 +161,16 @@ def trace_partially(model: nn.Module, path: str = "") -> TraceResult:
         ('1', 'TraceError')
     """
     result = TraceResult()
-    _trace_into(model, path, result)
+    _trace_into(model, path, result, frozenset(id(m) for m in opaque))
     return result
 
 
-def _trace_into(module: nn.Module, path: str, result: TraceResult) -> None:
+def _trace_into(module: nn.Module, path: str, result: TraceResult, opaque: frozenset[int] = frozenset()) -> None:
     leaves: dict[int, str] = {}
     reasons: dict[str, str] = {}
     by_path = dict(module.named_modules())
     while True:
-        tracer = PathTracer(frozenset(leaves))
+        tracer = PathTracer(frozenset(leaves) | opaque)
         tracer._root_path = path
         try:
             with warnings.catch_warnings():

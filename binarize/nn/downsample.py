@@ -33,8 +33,10 @@ class ConsistentDownsample(nn.Module):
 
     Args:
         channels: input channels ``C``; the output has ``branches * C``.
-        kernel_size, padding, dilation, bias: of each branch (stride 1, so ``padding`` keeps the size when
-            ``2 * padding == dilation * (kernel_size - 1)``).
+        kernel_size: of each branch.
+        padding: of each branch (stride 1, so it keeps the size when ``2 * padding == dilation * (kernel_size - 1)``).
+        dilation: of each branch.
+        bias: whether each branch has a bias.
         ceil_mode: of the pooling; ``True`` reproduces the ``ceil(H / 2)`` outputs of a strided "same" convolution.
         branches: how many ``C -> C`` convolutions (2 doubles the channels).
     """

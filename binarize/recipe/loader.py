@@ -21,8 +21,9 @@ A recipe file is plain-data YAML (read with a safe loader, so tags such as ``!!p
         keep: float
 
 ``extends`` loads the parent first: the child's ``name``, ``paper`` and ``description`` replace the parent's,
-``defaults`` merge key by key (the child's win), and the child's rules and graph rules come after the parent's (so
-they win ties), unless ``replace_rules: true`` drops the parent's. Graph rules are described in
+``defaults`` merge key by key (the child's win), and the child's rules come after the parent's (so they win ties);
+the child's graph rules also come after the parent's, where among patterns of equal length the earlier rule claims
+a call first. ``replace_rules: true`` drops the parent's rules and graph rules. Graph rules are described in
 :mod:`binarize.recipe.graph_rules`. Every validation error is a :class:`~binarize.errors.RecipeError` naming the file
 and line.
 """

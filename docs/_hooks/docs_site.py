@@ -6,8 +6,10 @@ At build time, from the installed package (nothing generated is committed):
 * plots of every registered binarizer (``assets/plots/binarizers/NAME.png``);
 * MathJax, copied from the ``django-static-mathjax`` Python package into ``assets/mathjax/`` (no CDN: the site
   works offline);
-* placeholders in the Markdown sources: ``<!-- generated: cli-help -->`` (the argparse help of every command) and
-  ``<!-- generated: run binarize ... -->`` (a command run in-process, shown with its output).
+* placeholders in the Markdown sources: ``<!-- generated: cli-help -->`` (the argparse help of every command),
+  ``<!-- generated: run binarize ... -->`` (a command run in-process, shown with its output), and
+  ``<!-- generated: graph-functions -->`` / ``<!-- generated: graph-factories -->`` (the functions pattern steps can
+  name and the registered graph-rule factories).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import cli_page  # noqa: E402
 import gallery  # noqa: E402
+import graph_tables  # noqa: E402
 import plots  # noqa: E402
 from mkdocs.config.defaults import MkDocsConfig  # noqa: E402
 from mkdocs.exceptions import PluginError  # noqa: E402
@@ -89,6 +92,10 @@ def _expand(match: re.Match[str], page: Page) -> str:
         except Exception as exc:  # a failing example must fail the build, naming the page
             raise PluginError(f"{page.file.src_uri}: {exc}") from exc
         return f"```console\n$ {arg}\n{output}\n```"
+    if kind == "graph-functions":
+        return graph_tables.functions_markdown()
+    if kind == "graph-factories":
+        return graph_tables.factories_markdown()
     raise PluginError(f"{page.file.src_uri}: unknown placeholder <!-- generated: {kind} -->")
 
 

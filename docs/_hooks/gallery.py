@@ -1,8 +1,9 @@
 """The recipe gallery: one page per shipped recipe, generated from ``recipes/*.yaml`` at build time.
 
-Each page shows the recipe's paper and description, its file, its resolved defaults and rules, and what it does to
-a reference network (``zoo:resnet8`` at 32 x 32): the plan (which rule decides each layer) and the cost before and
-after, in the paper convention of :mod:`binarize.cost`.
+Each page shows the recipe's paper and description, its file, its resolved defaults, graph rules and rules, and what
+it does to a reference network (``zoo:resnet8`` at 32 x 32): the graph rewrites, the plan (which rule decides each
+layer, on the network as the graph rules left it) and the cost before and after, in the paper convention of
+:mod:`binarize.cost`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import yaml
 
 import binarize
 from binarize.cost import measure_cost
+from binarize.engine.graph_factories import GRAPH_FACTORIES
 from binarize.recipe import available_recipes, dump_recipe, load_recipe
 from binarize.zoo import ZOO
 
@@ -74,9 +76,32 @@ class Reference:
         self.fp = measure_cost(self.model, self.inputs)
 
     def apply(self, name: str) -> tuple[binarize.Plan, binarize.CostReport, binarize.Report]:
-        plan = binarize.plan(self.model, name, example_inputs=self.inputs)
+        # The layer rules see the network as the graph rules left it, so a recipe with graph rules is planned on
+        # its structure-only rewrite (binarize.plan itself plans the model as given).
+        planned = self.model
+        if load_recipe(name).graph_rules:
+            planned = binarize.binarize(self.model, name, structure_only=True)
+        plan = binarize.plan(planned, name, example_inputs=self.inputs)
         model = binarize.binarize(self.model, name, example_inputs=self.inputs)
         return plan, measure_cost(model, self.inputs), model.binarize_report
+
+
+def graph_rules_table(rules: Any) -> str:
+    """The graph rules of a recipe: pattern, factory, whether it preserves the function, optional (and args, within)."""
+    header = ["#", "pattern", "replace", "function-preserving", "optional"]
+    with_args = any(rule.args for rule in rules)
+    with_within = any(rule.within is not None for rule in rules)
+    header += ["args"] * with_args + ["within"] * with_within + ["from"]
+    rows = []
+    for i, rule in enumerate(rules):
+        data = rule.to_dict()
+        preserving = "yes" if GRAPH_FACTORIES.get(rule.replace).function_preserving else "no"
+        row = [str(i), _cell(data["pattern"]), f"`{rule.replace}`", preserving, "yes" if rule.optional else "no"]
+        row += [_cell(dict(rule.args)) if rule.args else "-"] * with_args
+        row += [f"`{rule.within}`" if rule.within is not None else "-"] * with_within
+        row.append(f"{rule.file.rsplit('/', 1)[-1]}:{rule.line}" if rule.file and rule.line else "")
+        rows.append(row)
+    return _table(header, rows)
 
 
 def recipe_page(name: str, ref: Reference) -> tuple[str, dict[str, Any]]:
@@ -95,6 +120,12 @@ def recipe_page(name: str, ref: Reference) -> tuple[str, dict[str, Any]]:
     out += ["## Defaults", "", "The layer options every binarized layer starts from (after `extends`):", ""]
     out += [_table(["option", "value"], [[f"`{k}`", _cell(v)] for k, v in recipe.defaults.items()]), ""]
 
+    if recipe.graph_rules:
+        out += ["## Graph rules", "", "Applied before the rules below: each pattern of calls is replaced by the module "
+                "its factory builds, and the layer rules then binarize that module like any other layer (see "
+                "[Graph rules](../concepts/graph-rules.md)).", ""]
+        out += [graph_rules_table(recipe.graph_rules), ""]
+
     out += ["## Rules", "", "In order; the level decides which rule wins on a layer (see "
             "[Recipes](../concepts/recipes.md#precedence)).", ""]
     rows = []
@@ -110,8 +141,18 @@ def recipe_page(name: str, ref: Reference) -> tuple[str, dict[str, Any]]:
 
     fp = ref.fp
     out += [f"## On `zoo:{REFERENCE}`", ""]
-    out += [f"The plan on the reference ResNet-8 ({ref.size} x {ref.size} input; computed when this page was built):",
-            ""]
+    if report.graph_replaced:
+        out += [f"The graph rules rewrote {len(report.graph_replaced)} call chain(s) of the reference ResNet-8 "
+                f"({ref.size} x {ref.size} input; computed when this page was built):", ""]
+        graph_rows = [
+            [f"`{r['name']}`", r["old_types"], r["new_type"], "yes" if r["function_preserving"] else "no"]
+            for r in report.graph_replaced
+        ]
+        out += [_table(["at", "matched", "replaced by", "function-preserving"], graph_rows), ""]
+        out += ["The plan of the layer rules on the rewritten network:", ""]
+    else:
+        out += [f"The plan on the reference ResNet-8 ({ref.size} x {ref.size} input; computed when this page was "
+                "built):", ""]
     plan_rows = [
         [f"`{d.candidate.name}`", d.candidate.cls.__name__, d.action or "-", d.rule or "no rule selects it"]
         for d in plan.decisions
@@ -134,6 +175,8 @@ def recipe_page(name: str, ref: Reference) -> tuple[str, dict[str, Any]]:
     extras = [label for key, label in (("input_shift", "RSign"), ("activation", None), ("shortcut", "shortcuts"))
               if d.get(key)]
     extras = [d["activation"] if label is None else label for label in extras]
+    if recipe.graph_rules:
+        extras.append(f"graph rules ({', '.join(dict.fromkeys(rule.replace for rule in recipe.graph_rules))})")
     summary = {
         "name": name,
         "paper": _short_paper(recipe.paper),
@@ -159,7 +202,8 @@ def index_page(rows: list[dict[str, Any]], ref: Reference) -> str:
         "",
         f"Full precision, `zoo:{REFERENCE}` costs **{ref.fp.params_m:.4f} M** params and **{ref.fp.ops_g:.5f} G** "
         "ops in the paper convention; the table gives each recipe's figures and the number of layers it replaced. "
-        "*Extras* are ReActNet's learnable input shift (RSign), the output activation and identity shortcuts.",
+        "*Extras* are ReActNet's learnable input shift (RSign), the output activation, identity shortcuts and the "
+        "factories of the recipe's [graph rules](../concepts/graph-rules.md).",
         "",
     ]
     table_rows = [

@@ -186,8 +186,13 @@ def test_reactnet_ds_on_a_model_with_untraceable_parts() -> None:
     out = binarize(model, "reactnet-ds", example_inputs=(x,))
     report = out.binarize_report
     assert [u["name"] for u in report.untraced] == ["gate"] and "TraceError" in report.untraced[0]["reason"]
-    assert [(r["name"], r["new_type"]) for r in report.graph_replaced] == [("down", "ConsistentDownsample")]
-    assert report.graph_replaced[0]["function_preserving"] is False
+    rewrites = {r["name"]: (r["old_types"], r["new_type"], r["function_preserving"]) for r in report.graph_replaced}
+    assert rewrites == {
+        "down": ("Conv2d", "ConsistentDownsample", False),
+        "kernel_layer": ("conv2d", "Conv2d", True),  # the functional conv on its own parameter, now a layer
+    }
+    assert isinstance(out.get_submodule("kernel_layer"), BinaryConv2d)  # ... which the layer rules binarized
+    assert "kernel" not in dict(out.named_parameters())
     down = out.get_submodule("down")
     assert isinstance(down, ConsistentDownsample)
     assert all(isinstance(b, BinaryConv2d) and b.shortcut for b in down.branches)
@@ -238,7 +243,8 @@ def test_graph_rules_round_trip_and_extend() -> None:
     assert load_recipe(loaded.to_dict()) == loaded
     assert loaded.to_dict()["graph_rules"] == data["graph_rules"]
     ds = load_recipe("reactnet-ds")
-    assert len(ds.graph_rules) == 1 and ds.rules == load_recipe("reactnet").rules
+    assert [r.replace for r in ds.graph_rules] == ["consistent_downsample", "functional_layer", "functional_layer"]
+    assert ds.rules == load_recipe("reactnet").rules
 
 
 def _load_error(tmp_path: Path, text: str) -> RecipeError:
