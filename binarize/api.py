@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from torch import nn
+from torch import fx, nn
 
 from binarize.engine import Plan, Report, apply_plan, make_plan
 from binarize.engine.graph_pass import apply_graph_rules
@@ -84,7 +84,21 @@ def binarize(
     if reference is not None:
         report.verify = compare_outputs(reference, run_model(target, verify), graph.replaced, structure_only)
     target.binarize_report = report
+    _preserve_on_copy(target, "binarize_report", report)
     return target
+
+
+def _preserve_on_copy(model: nn.Module, name: str, value: Any) -> None:
+    """Keep ``model.<name>`` through ``copy.deepcopy`` when the model is a GraphModule.
+
+    ``GraphModule.__deepcopy__`` rebuilds the module from its graph and keeps only the attributes listed in its
+    ``meta`` under torch's user-preserved key (where the torch release has one).
+    """
+    if not isinstance(model, fx.GraphModule):
+        return
+    key = getattr(fx.graph_module, "_USER_PRESERVED_ATTRIBUTES_KEY", None)
+    if key is not None:
+        model.meta.setdefault(key, {})[name] = value
 
 
 def plan(model: nn.Module, recipe: RecipeSpec, *, example_inputs: Any = None) -> Plan:

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from binarize.engine.tracing import PathTracer
 from binarize.errors import BinarizeError
 
 __all__ = ["ORDER_SOURCES", "Positions", "execution_order"]
@@ -221,7 +222,8 @@ def _fx_order(model: nn.Module, modules: Sequence[nn.Module]) -> Positions | Non
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            graph = torch.fx.symbolic_trace(model).graph
+            # Binary layers and registered leaves are traced as single calls (their forward is not traceable).
+            graph = PathTracer().trace(model)
     except Exception:  # noqa: BLE001 - untraceable models fall back to registration order
         return None
     positions: Positions = {}

@@ -67,6 +67,12 @@ class BinaryLayerMixin:
     pad_value: float | None
 
     # -- construction ---------------------------------------------------------------------------------------
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """The torch layer's arguments, plus the binary-layer options (:data:`OPTION_DEFAULTS`) as keywords."""
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTION_DEFAULTS}
+        self.float_class.__init__(self, *args, **kwargs)  # type: ignore[misc]
+        self._init_binary(**options)
+
     def _init_binary(
         self,
         *,
@@ -119,12 +125,12 @@ class BinaryLayerMixin:
     def _check_pad_value(self) -> None:
         """Refuse a padding value the layer cannot apply (overridden by convolutions)."""
 
-    # -- per-class geometry (overridden) --------------------------------------------------------------------
+    # -- per-class geometry (overridden where it differs) ------------------------------------------------------
     def _in_channels(self) -> int:
-        raise NotImplementedError
+        return self.in_channels  # type: ignore[attr-defined, no-any-return]
 
     def _out_channels(self) -> int:
-        raise NotImplementedError
+        return self.out_channels  # type: ignore[attr-defined, no-any-return]
 
     def _shape_preserving(self) -> bool:
         raise NotImplementedError
@@ -278,12 +284,6 @@ class _BinaryConvNd(BinaryLayerMixin):
     padding_mode: str
     bias: nn.Parameter | None
 
-    def _in_channels(self) -> int:
-        return self.in_channels
-
-    def _out_channels(self) -> int:
-        return self.out_channels
-
     def _shape_preserving(self) -> bool:
         if self.in_channels != self.out_channels or any(s != 1 for s in self.stride):
             return False
@@ -351,11 +351,6 @@ class BinaryConv1d(_BinaryConvNd, nn.Conv1d):
     float_class = nn.Conv1d
     _functional = staticmethod(F.conv1d)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTION_DEFAULTS}
-        nn.Conv1d.__init__(self, *args, **kwargs)
-        self._init_binary(**options)
-
 
 @_register
 class BinaryConv2d(_BinaryConvNd, nn.Conv2d):
@@ -372,11 +367,6 @@ class BinaryConv2d(_BinaryConvNd, nn.Conv2d):
     float_class = nn.Conv2d
     _functional = staticmethod(F.conv2d)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTION_DEFAULTS}
-        nn.Conv2d.__init__(self, *args, **kwargs)
-        self._init_binary(**options)
-
 
 @_register
 class BinaryConvTranspose2d(BinaryLayerMixin, nn.ConvTranspose2d):
@@ -388,17 +378,6 @@ class BinaryConvTranspose2d(BinaryLayerMixin, nn.ConvTranspose2d):
 
     float_class = nn.ConvTranspose2d
     weight_out_dim = 1
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTION_DEFAULTS}
-        nn.ConvTranspose2d.__init__(self, *args, **kwargs)
-        self._init_binary(**options)
-
-    def _in_channels(self) -> int:
-        return self.in_channels
-
-    def _out_channels(self) -> int:
-        return self.out_channels
 
     def _shape_preserving(self) -> bool:
         if self.in_channels != self.out_channels or any(s != 1 for s in self.stride):
@@ -464,11 +443,6 @@ class BinaryLinear(BinaryLayerMixin, nn.Linear):
 
     float_class = nn.Linear
     activation_channel_dim: ClassVar[ChannelDim] = -1
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTION_DEFAULTS}
-        nn.Linear.__init__(self, *args, **kwargs)
-        self._init_binary(**options)
 
     def _in_channels(self) -> int:
         return self.in_features
