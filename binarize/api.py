@@ -9,6 +9,7 @@ from torch import fx, nn
 
 from binarize.engine import Plan, Report, apply_plan, make_plan
 from binarize.engine.graph_pass import apply_graph_rules
+from binarize.engine.timestep_route import route_timesteps
 from binarize.engine.verify import compare_outputs, run_model
 from binarize.errors import BinarizeError
 from binarize.recipe import load_recipe
@@ -77,6 +78,7 @@ def binarize(
     else:
         the_plan = make_plan(target, resolved, example_inputs=example_inputs)
         target, report = apply_plan(target, the_plan)
+        target, report.timestep = route_timesteps(target, resolved)
     report.structure_only = structure_only
     report.graph_replaced = graph.replaced
     report.skipped = [*graph.skipped, *report.skipped]

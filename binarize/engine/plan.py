@@ -149,6 +149,7 @@ def make_plan(model: nn.Module, recipe: Recipe, *, example_inputs: Any = None) -
             if ACTIONS.get(recipe.rules[i].action).merges_options:
                 options.update(recipe.rules[i].options)
         winner = ranked[-1]
+        _timestep_groups(options, recipe, winner)
         action = recipe.rules[winner].action
         decisions.append(
             Decision(
@@ -159,6 +160,21 @@ def make_plan(model: nn.Module, recipe: Recipe, *, example_inputs: Any = None) -
 
 
 _RECORDED_SOURCES = ("forward", "timm_input_size")
+
+
+def _timestep_groups(options: dict[str, Any], recipe: Recipe, rule_index: int) -> None:
+    """Turn the recipe option ``timestep_aware`` into the layer option ``timestep_groups`` (K from the recipe)."""
+    if not options.pop("timestep_aware", False):
+        return
+    if recipe.timestep is None:
+        rule = recipe.rules[rule_index]
+        raise RecipeError(
+            f"{recipe.rule_label(rule_index)} makes layers timestep_aware, but the recipe has no `timestep` section; "
+            f"add e.g. `timestep: {{input: t, T: 2000, K: 5}}` naming the model's timestep input",
+            file=rule.file or recipe.file,
+            line=rule.line,
+        )
+    options["timestep_groups"] = recipe.timestep["K"]
 
 
 def _executed(positions: dict[int, tuple[int, int]] | None, source: str | None, count: int) -> list[bool | None]:

@@ -40,6 +40,8 @@ class Report:
         untraced: modules that tracing could not enter (``{"name", "type", "reason"}``); ``None`` when the recipe
             has no graph rules, so nothing was traced.
         structure_only: whether only the graph rules were applied (no layer was binarized).
+        timestep: how timestep groups reach the timestep-aware layers (``{"input", "T", "K", "route", "layers"}``,
+            see :mod:`binarize.engine.timestep_route`), or ``None`` when no layer is timestep-aware.
         verify: with ``verify=``, ``{"max_abs_diff", "shapes", "expected_equal"}`` comparing outputs before and
             after (``expected_equal``: structure-only with function-preserving rewrites only).
     """
@@ -53,6 +55,7 @@ class Report:
     untraced: list[dict[str, str]] | None = None
     structure_only: bool = False
     verify: dict[str, Any] | None = None
+    timestep: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-serialisable)."""
@@ -66,6 +69,7 @@ class Report:
             "untraced": None if self.untraced is None else [dict(u) for u in self.untraced],
             "structure_only": self.structure_only,
             "verify": None if self.verify is None else dict(self.verify),
+            "timestep": None if self.timestep is None else dict(self.timestep),
         }
 
     def __str__(self) -> str:
@@ -88,6 +92,12 @@ class Report:
             lines.append(format_table(("name", "type", "reason"), rows))
         if self.verify is not None:
             lines.append(f"verify: max |before - after| = {self.verify['max_abs_diff']}")
+        if self.timestep is not None:
+            t = self.timestep
+            lines.append(
+                f"timestep: input {t['input']!r}, T={t['T']}, K={t['K']}, {len(t['layers'])} timestep-aware "
+                f"layer(s), routed by {t['route']}"
+            )
         if self.replaced:
             lines.append("replaced:")
             lines.append(

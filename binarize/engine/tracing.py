@@ -27,7 +27,7 @@ from torch import fx, nn
 
 from binarize._registry import Registry
 
-__all__ = ["LEAF_MODULES", "TraceResult", "TracedRegion", "register_leaf", "trace_partially"]
+__all__ = ["LEAF_MODULES", "TraceResult", "TracedRegion", "graph_module_of", "register_leaf", "trace_partially"]
 
 #: Classes traced as one opaque call (never traced through). Keyed by ``module.QualifiedName``.
 LEAF_MODULES: Registry[type[nn.Module]] = Registry("leaf module")
@@ -92,6 +92,21 @@ class PathTracer(fx.Tracer):
         return node
 
     _root_path: str = ""
+
+
+def graph_module_of(root: nn.Module, graph: fx.Graph, class_name: str) -> fx.GraphModule:
+    """A GraphModule whose traced tensor constants (``_tensor_constant*``) stay out of its ``state_dict``.
+
+    torch.fx stores tensors created while tracing as buffers; they are recomputed from the code, not state, so
+    they would only pollute checkpoints (and differ between a traced model and its untraced twin).
+    """
+    graph_module = fx.GraphModule(root, graph, class_name=class_name)
+    for name, _ in list(graph_module.named_buffers()):
+        prefix, _, leaf = name.rpartition(".")
+        if leaf.startswith("_tensor_constant"):
+            owner = graph_module.get_submodule(prefix) if prefix else graph_module
+            owner._non_persistent_buffers_set.add(leaf)
+    return graph_module
 
 
 def _join(prefix: str, path: str) -> str:
@@ -187,7 +202,7 @@ def _trace_into(module: nn.Module, path: str, result: TraceResult, opaque: froze
                 if type(sub) is culprit_class and id(sub) not in leaves and sub is not module:
                     leaves[id(sub)] = sub_path
             continue
-        graph_module = fx.GraphModule(tracer.root, graph, class_name=type(module).__name__)
+        graph_module = graph_module_of(tracer.root, graph, type(module).__name__)
         result.regions.append(TracedRegion(path, module, graph_module))
         failed_by_class = {type(by_path[p]): p for p in reasons}
         for sub_path in sorted(set(leaves.values()), key=list(by_path).index):

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from binarize._registry import Registry
-from binarize.nn.channels import ChannelDim, broadcast_channels
+from binarize.nn.channels import ChannelDim, channel_parameter
 
 ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
 
@@ -15,7 +15,8 @@ ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
 class ChannelPReLU(nn.Module):
     r"""PReLU with one slope per channel: :math:`y = \max(0, x) + a_c \min(0, x)`, :math:`a_c` initialised to 0.25.
 
-    Unlike :class:`torch.nn.PReLU` it also handles channels-last activations of linear layers.
+    Unlike :class:`torch.nn.PReLU` it also handles channels-last activations of linear layers, and with ``groups``
+    it holds one slope vector per timestep group (see :mod:`binarize.nn.timestep`).
 
     Reference: He, Zhang, Ren, Sun, "Delving Deep into Rectifiers", ICCV 2015.
     """
@@ -26,23 +27,27 @@ class ChannelPReLU(nn.Module):
         channel_dim: ChannelDim = 1,
         *,
         init: float = 0.25,
+        groups: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.channel_dim: ChannelDim = channel_dim
-        self.slope = nn.Parameter(torch.full((num_channels,), float(init), device=device, dtype=dtype))
+        self.groups = groups
+        self._shape = (num_channels,) if groups is None else (groups, num_channels)
+        self.slope = nn.Parameter(torch.full(self._shape, float(init), device=device, dtype=dtype))
 
-    def _prelu(self, x: Tensor) -> Tensor:
-        if self.channel_dim == 1:
+    def _prelu(self, x: Tensor, groups: Tensor | None) -> Tensor:
+        if self.channel_dim == 1 and self.groups is None:
             return nn.functional.prelu(x, self.slope)
-        return torch.where(x > 0, x, x * self.slope)
+        return torch.where(x > 0, x, x * channel_parameter(self.slope, x, self.channel_dim, self.groups, groups))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self._prelu(x)
+    def forward(self, x: Tensor, groups: Tensor | None = None) -> Tensor:
+        return self._prelu(x, groups)
 
     def extra_repr(self) -> str:
-        return f"{self.slope.numel()}, channel_dim={self.channel_dim}"
+        extra = f", groups={self.groups}" if self.groups is not None else ""
+        return f"{self.slope.shape[-1]}, channel_dim={self.channel_dim}{extra}"
 
 
 @ACTIVATIONS.register("rprelu")
@@ -64,13 +69,14 @@ class RPReLU(ChannelPReLU):
         channel_dim: ChannelDim = 1,
         *,
         init: float = 0.25,
+        groups: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(num_channels, channel_dim, init=init, device=device, dtype=dtype)
-        self.shift_in = nn.Parameter(torch.zeros(num_channels, device=device, dtype=dtype))
-        self.shift_out = nn.Parameter(torch.zeros(num_channels, device=device, dtype=dtype))
+        super().__init__(num_channels, channel_dim, init=init, groups=groups, device=device, dtype=dtype)
+        self.shift_in = nn.Parameter(torch.zeros(self._shape, device=device, dtype=dtype))
+        self.shift_out = nn.Parameter(torch.zeros(self._shape, device=device, dtype=dtype))
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self._prelu(x + broadcast_channels(self.shift_in, x, self.channel_dim))
-        return h + broadcast_channels(self.shift_out, x, self.channel_dim)
+    def forward(self, x: Tensor, groups: Tensor | None = None) -> Tensor:
+        h = self._prelu(x + channel_parameter(self.shift_in, x, self.channel_dim, self.groups, groups), groups)
+        return h + channel_parameter(self.shift_out, x, self.channel_dim, self.groups, groups)

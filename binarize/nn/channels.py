@@ -18,3 +18,23 @@ def broadcast_channels(vector: Tensor, x: Tensor, channel_dim: ChannelDim) -> Te
     if channel_dim == -1 or x.dim() <= 2:
         return vector
     return vector.view((1, -1) + (1,) * (x.dim() - 2))
+
+
+def channel_parameter(
+    param: Tensor, x: Tensor, channel_dim: ChannelDim, stacked: int | None, groups: Tensor | None
+) -> Tensor:
+    """A per-channel parameter ready to combine with ``x``: ``(C,)`` broadcast, or ``(K, C)`` gathered per sample.
+
+    Raises:
+        RuntimeError: a stacked (timestep-aware) parameter used without group indices.
+    """
+    if stacked is None:
+        return broadcast_channels(param, x, channel_dim)
+    if groups is None:
+        raise RuntimeError(
+            "a timestep-aware parameter needs the group index of each sample; the binarized model sets it from its "
+            "timestep input (see binarize.nn.timestep)"
+        )
+    from binarize.nn.timestep import gather_groups
+
+    return gather_groups(param, groups, x, channel_dim)

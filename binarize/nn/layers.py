@@ -31,6 +31,7 @@ from binarize.errors import UnsupportedLayerError
 from binarize.nn.activations import ACTIVATIONS
 from binarize.nn.channels import ChannelDim
 from binarize.nn.shift import LearnableBias
+from binarize.nn.timestep import TimestepState
 from binarize.scaling import ScaleSpec, WeightScale, make_scale
 
 LAYERS: Registry[type["BinaryLayerMixin"]] = Registry("binary layer")
@@ -46,8 +47,11 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "activation": None,
     "shortcut": False,
     "pad_value": None,
+    "timestep_groups": None,
 }
-"""The binary-layer options a recipe can set, with their defaults (everything off)."""
+"""The binary-layer options, with their defaults (everything off). ``timestep_groups`` (:math:`K`) makes the input
+shift and the output activation timestep-aware (see :mod:`binarize.nn.timestep`); recipes set it through their
+``timestep`` section and the ``timestep_aware`` option."""
 
 
 class BinaryLayerMixin:
@@ -83,8 +87,15 @@ class BinaryLayerMixin:
         activation: str | None = None,
         shortcut: Shortcut = False,
         pad_value: float | None = None,
+        timestep_groups: int | None = None,
     ) -> None:
         assert isinstance(self, nn.Module)
+        if timestep_groups is not None and (
+            isinstance(timestep_groups, bool) or not isinstance(timestep_groups, int) or timestep_groups < 1
+        ):
+            raise TypeError(f"timestep_groups must be a positive integer or None, got {timestep_groups!r}")
+        self.timestep_groups = timestep_groups
+        self.timestep_state: TimestepState | None = None
         for flag_name, flag in (("input_shift", input_shift),):
             if not isinstance(flag, bool):
                 raise TypeError(f"{flag_name} must be True or False, got {flag!r}")
@@ -95,13 +106,15 @@ class BinaryLayerMixin:
         self.input_binarizer = get_binarizer(input_binarizer)
         self.scale = make_scale(scale, self.weight.detach(), self.weight_out_dim)
         self.shift = (
-            LearnableBias(self._in_channels(), self.activation_channel_dim, **factory) if input_shift else None
+            LearnableBias(self._in_channels(), self.activation_channel_dim, groups=timestep_groups, **factory)
+            if input_shift
+            else None
         )
         if activation is None or activation == "none":
             self.activation = None
         elif isinstance(activation, str):
             self.activation = ACTIVATIONS.get(activation)(
-                self._out_channels(), self.activation_channel_dim, **factory
+                self._out_channels(), self.activation_channel_dim, groups=timestep_groups, **factory
             )
         else:
             raise TypeError(f"activation must be None or one of {ACTIVATIONS.names()}, got {activation!r}")
@@ -149,16 +162,30 @@ class BinaryLayerMixin:
             weight = self.weight_binarizer(weight)
         return weight if alpha is None else weight * alpha
 
-    def _prepare_input(self, x: Tensor) -> Tensor:
+    def _groups(self, timestep_groups: Tensor | None) -> Tensor | None:
+        """The per-sample timestep groups for this call (``None`` for a layer that is not timestep-aware)."""
+        if self.timestep_groups is None:
+            return None
+        if timestep_groups is not None:
+            return timestep_groups
+        if self.timestep_state is None:
+            raise RuntimeError(
+                f"this timestep-aware {type(self).__name__} needs timestep groups: pass timestep_groups= (a long "
+                f"tensor of group indices per sample), or binarize the model with a recipe whose `timestep` section "
+                f"names its timestep input"
+            )
+        return self.timestep_state.require()
+
+    def _prepare_input(self, x: Tensor, groups: Tensor | None) -> Tensor:
         if self.shift is not None:
-            x = self.shift(x)
+            x = self.shift(x, groups)
         if self.input_binarizer is not None:
             x = self.input_binarizer(x)
         return x
 
-    def _finish(self, y: Tensor, x: Tensor) -> Tensor:
+    def _finish(self, y: Tensor, x: Tensor, groups: Tensor | None) -> Tensor:
         if self.activation is not None:
-            y = self.activation(y)
+            y = self.activation(y, groups)
         if self.shortcut:
             y = y + x
         return y
@@ -196,6 +223,7 @@ class BinaryLayerMixin:
             "activation": None if self.activation is None else _activation_name(self.activation),
             "shortcut": self.shortcut,
             "pad_value": self.pad_value,
+            "timestep_groups": self.timestep_groups,
         }
 
     # -- conversion -----------------------------------------------------------------------------------------
@@ -323,10 +351,11 @@ class _BinaryConvNd(BinaryLayerMixin):
 
     _functional: ClassVar[Any]
 
-    def forward(self, input: Tensor) -> Tensor:
+    def forward(self, input: Tensor, timestep_groups: Tensor | None = None) -> Tensor:
+        groups = self._groups(timestep_groups)
         unbatched = input.dim() == len(self.kernel_size) + 1
         x = input.unsqueeze(0) if unbatched else input
-        y = self._finish(self._convolve(self._prepare_input(x), self.binary_weight_tensor()), x)
+        y = self._finish(self._convolve(self._prepare_input(x, groups), self.binary_weight_tensor()), x, groups)
         return y.squeeze(0) if unbatched else y
 
     @classmethod
@@ -394,7 +423,10 @@ class BinaryConvTranspose2d(BinaryLayerMixin, nn.ConvTranspose2d):
                 "leave pad_value unset for transposed convolutions"
             )
 
-    def forward(self, input: Tensor, output_size: list[int] | None = None) -> Tensor:
+    def forward(
+        self, input: Tensor, output_size: list[int] | None = None, timestep_groups: Tensor | None = None
+    ) -> Tensor:
+        groups = self._groups(timestep_groups)
         num_spatial_dims = 2
         output_padding = self._output_padding(
             input, output_size, self.stride, self.padding, self.kernel_size, num_spatial_dims, self.dilation
@@ -402,7 +434,7 @@ class BinaryConvTranspose2d(BinaryLayerMixin, nn.ConvTranspose2d):
         unbatched = input.dim() == num_spatial_dims + 1
         x = input.unsqueeze(0) if unbatched else input
         y = F.conv_transpose2d(
-            self._prepare_input(x),
+            self._prepare_input(x, groups),
             self.binary_weight_tensor(),
             self.bias,
             self.stride,
@@ -411,7 +443,7 @@ class BinaryConvTranspose2d(BinaryLayerMixin, nn.ConvTranspose2d):
             self.groups,
             self.dilation,
         )
-        y = self._finish(y, x)
+        y = self._finish(y, x, groups)
         return y.squeeze(0) if unbatched else y
 
     @classmethod
@@ -453,9 +485,10 @@ class BinaryLinear(BinaryLayerMixin, nn.Linear):
     def _shape_preserving(self) -> bool:
         return self.in_features == self.out_features
 
-    def forward(self, input: Tensor) -> Tensor:
-        y = F.linear(self._prepare_input(input), self.binary_weight_tensor(), self.bias)
-        return self._finish(y, input)
+    def forward(self, input: Tensor, timestep_groups: Tensor | None = None) -> Tensor:
+        groups = self._groups(timestep_groups)
+        y = F.linear(self._prepare_input(input, groups), self.binary_weight_tensor(), self.bias)
+        return self._finish(y, input, groups)
 
     @classmethod
     def _float_init_args(cls, module: nn.Module) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from binarize.nn.channels import ChannelDim, broadcast_channels
+from binarize.nn.channels import ChannelDim, channel_parameter
 
 
 class LearnableBias(nn.Module):
@@ -20,6 +20,8 @@ class LearnableBias(nn.Module):
     Args:
         num_channels: number of channels :math:`C`.
         channel_dim: ``1`` for ``(B, C, ...)`` activations (convolutions), ``-1`` for ``(..., C)`` (linear layers).
+        groups: with a number :math:`K`, one bias per timestep group, stored ``(K, C)`` and gathered per sample
+            (see :mod:`binarize.nn.timestep`); ``forward`` then needs the group indices.
     """
 
     def __init__(
@@ -27,15 +29,19 @@ class LearnableBias(nn.Module):
         num_channels: int,
         channel_dim: ChannelDim = 1,
         *,
+        groups: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.channel_dim: ChannelDim = channel_dim
-        self.bias = nn.Parameter(torch.zeros(num_channels, device=device, dtype=dtype))
+        self.groups = groups
+        shape = (num_channels,) if groups is None else (groups, num_channels)
+        self.bias = nn.Parameter(torch.zeros(shape, device=device, dtype=dtype))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x + broadcast_channels(self.bias, x, self.channel_dim)
+    def forward(self, x: Tensor, groups: Tensor | None = None) -> Tensor:
+        return x + channel_parameter(self.bias, x, self.channel_dim, self.groups, groups)
 
     def extra_repr(self) -> str:
-        return f"{self.bias.numel()}, channel_dim={self.channel_dim}"
+        extra = f", groups={self.groups}" if self.groups is not None else ""
+        return f"{self.bias.shape[-1]}, channel_dim={self.channel_dim}{extra}"

@@ -10,6 +10,7 @@ A recipe file is plain-data YAML (read with a safe loader, so tags such as ``!!p
     extends: bireal                      # optional: a shipped name or a path relative to this file
     replace_rules: false                 # with extends: drop the parent's rules instead of appending to them
     defaults: {weight_binarizer: ste, scale: channel_mean_abs}
+    timestep: {input: t, T: 2000, K: 5}  # optional: diffusion timesteps, for `timestep_aware: true` layers
     graph_rules:                         # optional: structural rewrites, applied first
       - pattern: [{Conv2d: {stride: 2, out_channels: "2 * in_channels"}}]
         replace: consistent_downsample
@@ -41,6 +42,7 @@ import yaml
 from binarize.errors import RecipeError, UnknownNameError
 from binarize.recipe.actions import ACTIONS
 from binarize.recipe.graph_rules import parse_graph_rules
+from binarize.recipe.timestep import parse_timestep
 from binarize.recipe.options import validate_options
 from binarize.recipe.schema import Recipe, Rule
 from binarize.recipe.selectors import parse_selector
@@ -49,7 +51,9 @@ from binarize.recipe.yaml_lines import line_of, load_yaml
 
 __all__ = ["RECIPE_KEYS", "available_recipes", "dump_recipe", "load_recipe", "parse_rule", "recipe_from_data"]
 
-RECIPE_KEYS = ("name", "paper", "description", "extends", "replace_rules", "defaults", "graph_rules", "rules")
+RECIPE_KEYS = (
+    "name", "paper", "description", "extends", "replace_rules", "timestep", "defaults", "graph_rules", "rules"
+)
 _SUFFIXES = (".yaml", ".yml")
 _SHIPPED_PACKAGE = "binarize._recipes"
 
@@ -211,6 +215,7 @@ def recipe_from_data(data: Any, src: Source, *, _stack: tuple[str, ...] = ()) ->
     defaults = validate_options(data.get("defaults"), src, where="defaults", container=data, key="defaults")
     rules = _parse_rules(data.get("rules"), src, data)
     graph_rules = parse_graph_rules(data.get("graph_rules"), src, data)
+    timestep = parse_timestep(data.get("timestep"), src, data, "timestep")
 
     extends: tuple[str, ...] = ()
     if "extends" in data:
@@ -219,11 +224,18 @@ def recipe_from_data(data: Any, src: Source, *, _stack: tuple[str, ...] = ()) ->
         fields.setdefault("paper", parent.paper)
         fields.setdefault("description", parent.description)
         defaults = {**parent.defaults, **defaults}
+        timestep = timestep if timestep is not None else parent.timestep
         if not replace_rules:
             rules = [*parent.rules, *rules]
             graph_rules = [*parent.graph_rules, *graph_rules]
     return Recipe(
-        rules=tuple(rules), defaults=defaults, extends=extends, file=src.file, graph_rules=tuple(graph_rules), **fields
+        rules=tuple(rules),
+        defaults=defaults,
+        extends=extends,
+        file=src.file,
+        graph_rules=tuple(graph_rules),
+        timestep=timestep,
+        **fields,
     )
 
 

@@ -12,6 +12,7 @@ option              allowed values                                           def
 ``activation``       ``null`` or an activation name (``rprelu``, ``prelu``)  ``null``
 ``shortcut``         ``false``, ``true``, ``auto``                           ``false``
 ``pad_value``        a number or ``null`` (zeros, as torch pads)             ``null``
+``timestep_aware``   ``true`` / ``false`` (needs the recipe's ``timestep``)   ``false``
 =================== ======================================================== ===========
 
 ``null`` means "off" (a full-precision weight or input, no scale, ...). Binarizer and scale names are checked
@@ -30,7 +31,7 @@ from typing import Any
 from binarize._registry import Registry
 from binarize.recipe.source import Source, describe_value, did_you_mean
 
-__all__ = ["OPTIONS", "OptionValidator", "is_plain_data", "validate_options"]
+__all__ = ["OPTIONS", "RECIPE_OPTION_DEFAULTS", "OptionValidator", "is_plain_data", "validate_options"]
 
 #: ``validator(value, source, container, key) -> canonical value``; raises :class:`RecipeError`.
 OptionValidator = Callable[[Any, Source, Any, str], Any]
@@ -210,6 +211,21 @@ OPTIONS.register("input_shift", _validate_bool)
 OPTIONS.register("activation", _validate_activation)
 OPTIONS.register("shortcut", _choice((False, True, "auto"), "false, true, 'auto'"))
 OPTIONS.register("pad_value", _validate_pad_value)
+OPTIONS.register("timestep_aware", _validate_bool)
+
+#: Every recipe layer option with its default. They are the binary layers' options (:data:`binarize.nn.OPTION_DEFAULTS`)
+#: except that recipes write ``timestep_aware: true`` where layers take ``timestep_groups=K``: the number of groups
+#: comes from the recipe's ``timestep`` section.
+RECIPE_OPTION_DEFAULTS: dict[str, Any] = {
+    "weight_binarizer": None,
+    "input_binarizer": None,
+    "scale": None,
+    "input_shift": False,
+    "activation": None,
+    "shortcut": False,
+    "pad_value": None,
+    "timestep_aware": False,
+}
 
 
 def validate_options(

@@ -17,6 +17,7 @@ from typing import Any
 from binarize.errors import RecipeError
 from binarize.recipe.actions import ACTIONS
 from binarize.recipe.graph_rules import GraphRule, parse_graph_rule
+from binarize.recipe.timestep import parse_timestep
 from binarize.recipe.options import validate_options
 from binarize.recipe.selectors import Selector, parse_selector
 from binarize.recipe.source import Source
@@ -117,6 +118,7 @@ class Recipe:
     Attributes:
         name: the recipe's name.
         graph_rules: structural rules applied first (see :mod:`binarize.recipe.graph_rules`).
+        timestep: the diffusion-timestep section (see :mod:`binarize.recipe.timestep`), or ``None``.
         rules: the layer rules, in order (later rules win ties, see :mod:`binarize.recipe.selectors`).
         defaults: layer options applied to every binarized layer (see :mod:`binarize.recipe.options`).
         paper: the paper the recipe follows, if any.
@@ -140,6 +142,7 @@ class Recipe:
     extends: tuple[str, ...] = field(default=(), compare=False)
     file: str | None = field(default=None, compare=False)
     graph_rules: tuple[GraphRule, ...] = ()
+    timestep: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         src = Source(self.file)
@@ -171,6 +174,7 @@ class Recipe:
                     f"a graph rule must be a GraphRule or a mapping, got {type(rule).__name__}", file=self.file
                 )
         object.__setattr__(self, "graph_rules", tuple(graph_rules))
+        object.__setattr__(self, "timestep", parse_timestep(self.timestep, src, {"timestep": self.timestep}, "timestep"))
         object.__setattr__(self, "defaults", validate_options(self.defaults, src, where="defaults"))
         object.__setattr__(self, "extends", tuple(self.extends))
 
@@ -186,6 +190,8 @@ class Recipe:
             out["paper"] = self.paper
         if self.description is not None:
             out["description"] = self.description
+        if self.timestep is not None:
+            out["timestep"] = dict(self.timestep)
         out["defaults"] = json.loads(json.dumps(self.defaults))
         out["rules"] = [json.loads(json.dumps(rule.to_dict())) for rule in self.rules]
         if self.graph_rules:

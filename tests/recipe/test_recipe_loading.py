@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from binarize.errors import RecipeError, UnknownNameError
-from binarize.nn import LAYERS, OPTION_DEFAULTS
+from binarize.nn import LAYERS
+from binarize.recipe.options import RECIPE_OPTION_DEFAULTS as OPTION_DEFAULTS
 from binarize.recipe import OPTIONS, Recipe, Rule, Selector, available_recipes, dump_recipe, load_recipe
 
 SHIPPED = available_recipes()
