@@ -79,8 +79,10 @@ def apply_graph_rules(model: nn.Module, recipe: Any) -> GraphOutcome:
     single: list[Match] = []
     by_owner: dict[str, list[Match]] = {}
     matched: set[int] = set()
+    claimed: set[fx.Node] = set()
     for region in traced.regions:
         for match in find_matches(region.graph_module, patterns, accept):
+            claimed.update(match.nodes)
             matched.add(match.rule_index)
             if match.is_single_call:
                 single.append(match)
@@ -95,6 +97,7 @@ def apply_graph_rules(model: nn.Module, recipe: Any) -> GraphOutcome:
                 file=rule.file,
                 line=rule.line,
             )
+    outcome.skipped.extend(_unconverted_functional_layers(traced.regions, claimed))
     # One-call matches: build every replacement first, then swap them in on the module tree.
     built = [(match, new) for match in single if (new := _build(match, rules, outcome)) is not None]
     for match, new in built:
@@ -140,6 +143,33 @@ def _rewrite_owner(
     outcome.model = _swap(outcome.model, owner, graph_module)
     for (match, new), name in zip(items, names):
         _record(outcome, rules, match, new, name)
+
+
+_FUNCTIONAL_LAYERS = ("F.conv1d", "F.conv2d", "F.linear")
+
+
+def _unconverted_functional_layers(regions: Any, claimed: set[fx.Node]) -> list[dict[str, str]]:
+    """Functional convolutions and linear calls that no graph rule matched: listed, never silently skipped."""
+    from binarize.engine.patterns import FUNCTIONS
+
+    targets = {t: name for name in _FUNCTIONAL_LAYERS for t in FUNCTIONS.get(name).targets}
+    found = []
+    for region in regions:
+        for node in region.graph_module.graph.nodes:
+            if node.op != "call_function" or node.target not in targets or node in claimed:
+                continue
+            name = targets[node.target]
+            caller = str(node.meta.get("caller_path", "")) or "<root>"
+            found.append(
+                {
+                    "name": f"{caller}:{node.name}",
+                    "type": name,
+                    "reason": f"a functional {name} call that no graph rule converts, so it stays in full precision "
+                    f"(a graph rule `pattern: [{name}]`, `replace: functional_layer` turns calls on parameters "
+                    f"into layers)",
+                }
+            )
+    return found
 
 
 def _child_of(owner: str, caller: str) -> str | None:

@@ -282,3 +282,10 @@ def test_a_graph_rule_matching_nothing_is_an_error_unless_optional(tmp_path: Pat
     assert info.value.line == 3
     relaxed = recipe({"pattern": ["PixelUnshuffle"], "replace": "test_single_conv", "optional": True})
     assert binarize(nn.Sequential(nn.Conv2d(3, 3, 1)), relaxed).binarize_report.graph_replaced == []
+
+
+def test_functional_calls_no_rule_converts_are_listed() -> None:
+    rule = {"pattern": [{"Conv2d": {"stride": 2}}], "replace": "consistent_downsample", "optional": True}
+    out = binarize(Mixed(), recipe(rule), structure_only=True)
+    (entry,) = [s for s in out.binarize_report.skipped if s["type"] == "F.conv2d"]
+    assert entry["name"] == "<root>:conv2d" and "no graph rule converts" in entry["reason"]
