@@ -9,7 +9,7 @@ from torch import fx, nn
 
 from binarize.engine import Plan, Report, apply_plan, make_plan
 from binarize.engine.graph_pass import apply_graph_rules
-from binarize.engine.timestep_route import route_timesteps
+from binarize.engine.timestep_route import route_timesteps, timestep_argument
 from binarize.engine.verify import compare_outputs, run_model
 from binarize.errors import BinarizeError
 from binarize.recipe import load_recipe
@@ -69,6 +69,7 @@ def binarize(
     """
     _check_model(model)
     resolved = load_recipe(recipe)
+    timestep_argument(model, resolved)  # a wrong timestep input is an error before anything changes
     reference = run_model(model, verify) if verify is not None else None
     target = model if inplace else _deep_copy(model)
     graph = apply_graph_rules(target, resolved)

@@ -149,7 +149,8 @@ def make_plan(model: nn.Module, recipe: Recipe, *, example_inputs: Any = None) -
             if ACTIONS.get(recipe.rules[i].action).merges_options:
                 options.update(recipe.rules[i].options)
         winner = ranked[-1]
-        _timestep_groups(options, recipe, winner)
+        if ACTIONS.get(recipe.rules[winner].action).merges_options:
+            _timestep_groups(options, recipe, winner)
         action = recipe.rules[winner].action
         decisions.append(
             Decision(
@@ -168,11 +169,13 @@ def _timestep_groups(options: dict[str, Any], recipe: Recipe, rule_index: int) -
         return
     if recipe.timestep is None:
         rule = recipe.rules[rule_index]
+        from_rule = rule.options.get("timestep_aware") is True
+        where = recipe.rule_label(rule_index) if from_rule else "the recipe's defaults"
         raise RecipeError(
-            f"{recipe.rule_label(rule_index)} makes layers timestep_aware, but the recipe has no `timestep` section; "
-            f"add e.g. `timestep: {{input: t, T: 2000, K: 5}}` naming the model's timestep input",
-            file=rule.file or recipe.file,
-            line=rule.line,
+            f"{where} make(s) layers timestep_aware, but the recipe has no `timestep` section; add e.g. "
+            f"`timestep: {{input: t, T: 2000, K: 5}}` naming the model's timestep input",
+            file=(rule.file if from_rule else None) or recipe.file,
+            line=rule.line if from_rule else None,
         )
     options["timestep_groups"] = recipe.timestep["K"]
 

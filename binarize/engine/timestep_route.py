@@ -26,36 +26,53 @@ from binarize.engine.tracing import PathTracer, graph_module_of
 from binarize.errors import RecipeError
 from binarize.nn.timestep import TimestepHook, TimestepState, group_index
 
-__all__ = ["route_timesteps"]
+__all__ = ["route_timesteps", "timestep_argument"]
 
 
 def _aware_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if getattr(m, "timestep_groups", None) is not None}
 
 
+def timestep_argument(model: nn.Module, recipe: Any) -> str | None:
+    """The name of the forward argument that carries the timesteps (``None`` without a ``timestep`` section).
+
+    Raises:
+        RecipeError: the recipe's ``timestep: input`` is not an argument of the model's forward.
+    """
+    spec = recipe.timestep
+    if spec is None:
+        return None
+    signature = inspect.signature(model.forward)
+    names = list(signature.parameters)
+    wanted = spec["input"]
+    name = wanted if isinstance(wanted, str) else (names[wanted] if wanted < len(names) else None)
+    if name not in signature.parameters:
+        raise RecipeError(
+            f"timestep input {wanted!r} is not an argument of {type(model).__name__}.forward{signature}; set "
+            f"`timestep: input:` to the name (or position) of the argument carrying the timesteps",
+            file=recipe.file,
+        )
+    return name
+
+
 def route_timesteps(model: nn.Module, recipe: Any) -> tuple[nn.Module, dict[str, Any] | None]:
     """Connect the timestep input of ``model`` to its timestep-aware layers.
 
     Returns:
-        ``(model, info)``: the model (a GraphModule on the graph route) and ``{"input", "T", "K", "route",
-        "layers"}`` for the report, or ``None`` info when no layer is timestep-aware.
+        ``(model, info)``: the model (a GraphModule on the graph route) and the report's timestep record
+        (``input``, ``T``, ``K``, ``route``, ``layers``), or ``None`` when no layer is timestep-aware.
 
     Raises:
-        RecipeError: the timestep input is not an argument of the model's forward.
+        RecipeError: the timestep input is not an argument of the model's forward, or ``route: graph`` on a
+            model that does not trace.
     """
     layers = _aware_layers(model)
     spec = recipe.timestep
     if not layers or spec is None:
         return model, None
+    name = timestep_argument(model, recipe)
+    assert name is not None
     signature = inspect.signature(model.forward)
-    names = list(signature.parameters)
-    name = spec["input"] if isinstance(spec["input"], str) else (names[spec["input"]] if spec["input"] < len(names) else None)
-    if name not in signature.parameters:
-        raise RecipeError(
-            f"timestep input {spec['input']!r} is not an argument of {type(model).__name__}.forward"
-            f"{signature}; set `timestep: input:` to the name (or position) of the argument carrying the timesteps",
-            file=recipe.file,
-        )
     route = spec["route"]
     routed = _graph_route(model, layers, name, spec) if route in ("auto", "graph") else None
     if routed is None and route == "graph":

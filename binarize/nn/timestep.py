@@ -58,7 +58,8 @@ class TimestepState:
     """The group indices of the current forward pass, shared by the timestep-aware layers of one model.
 
     Set by :class:`TimestepHook` before each forward pass (the fallback route); layers called with an explicit
-    ``timestep_groups`` argument (the graph route) do not read it.
+    ``timestep_groups`` argument (the graph route) do not read it. One forward pass at a time per model: replicas
+    made by ``nn.DataParallel`` share the state (use DistributedDataParallel, or the graph route).
     """
 
     def __init__(self) -> None:
@@ -84,7 +85,8 @@ class TimestepHook:
     Attributes:
         state: the shared state.
         input: the name of the forward argument with the timesteps (or its position).
-        total: :math:`T`; groups: :math:`K`.
+        total: the number of timesteps :math:`T`.
+        groups: the number of groups :math:`K`.
         signature: the model's forward signature (to find the argument among positional and keyword arguments).
     """
 
