@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from binarize._registry import Registry
+from binarize.nn.layers import OPTION_DEFAULTS
 from binarize.recipe.source import Source, describe_value, did_you_mean
 
 __all__ = ["OPTIONS", "RECIPE_OPTION_DEFAULTS", "OptionValidator", "is_plain_data", "validate_options"]
@@ -217,13 +218,7 @@ OPTIONS.register("timestep_aware", _validate_bool)
 #: except that recipes write ``timestep_aware: true`` where layers take ``timestep_groups=K``: the number of groups
 #: comes from the recipe's ``timestep`` section.
 RECIPE_OPTION_DEFAULTS: dict[str, Any] = {
-    "weight_binarizer": None,
-    "input_binarizer": None,
-    "scale": None,
-    "input_shift": False,
-    "activation": None,
-    "shortcut": False,
-    "pad_value": None,
+    **{name: value for name, value in OPTION_DEFAULTS.items() if name != "timestep_groups"},
     "timestep_aware": False,
 }
 
