@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from binarize._registry import Registry
-from binarize.nn.channels import ChannelDim, channel_parameter
+from binarize.nn.channels import ChannelDim, channel_parameter, parameter_shape
 
 ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
 
@@ -34,7 +34,7 @@ class ChannelPReLU(nn.Module):
         super().__init__()
         self.channel_dim: ChannelDim = channel_dim
         self.groups = groups
-        self._shape = (num_channels,) if groups is None else (groups, num_channels)
+        self._shape = parameter_shape(num_channels, groups)
         self.slope = nn.Parameter(torch.full(self._shape, float(init), device=device, dtype=dtype))
 
     def _prelu(self, x: Tensor, groups: Tensor | None) -> Tensor:

@@ -13,6 +13,11 @@ from torch import Tensor
 ChannelDim = Literal[1, -1]
 
 
+def parameter_shape(num_channels: int, groups: int | None) -> tuple[int, ...]:
+    """Shape of a per-channel parameter: ``(C,)``, or ``(K, C)`` stacked per timestep group."""
+    return (num_channels,) if groups is None else (groups, num_channels)
+
+
 def broadcast_channels(vector: Tensor, x: Tensor, channel_dim: ChannelDim) -> Tensor:
     """View a ``(C,)`` vector so that it broadcasts against ``x`` along ``channel_dim``."""
     if channel_dim == -1 or x.dim() <= 2:

@@ -288,6 +288,21 @@ def _register(cls: type[BinaryLayerMixin]) -> type[BinaryLayerMixin]:
     return cls
 
 
+def _conv_init_args(module: nn.Module) -> dict[str, Any]:
+    """The constructor arguments of a (transposed) convolution, read back from the module."""
+    return {
+        "in_channels": module.in_channels,
+        "out_channels": module.out_channels,
+        "kernel_size": module.kernel_size,
+        "stride": module.stride,
+        "padding": module.padding,
+        "dilation": module.dilation,
+        "groups": module.groups,
+        "bias": module.bias is not None,
+        "padding_mode": module.padding_mode,
+    }
+
+
 def binary_class_for(module: nn.Module) -> type[BinaryLayerMixin] | None:
     """The binary class that replaces ``module``, or ``None`` when its exact class has no binary twin."""
     name = type(module).__name__
@@ -360,17 +375,7 @@ class _BinaryConvNd(BinaryLayerMixin):
 
     @classmethod
     def _float_init_args(cls, module: nn.Module) -> dict[str, Any]:
-        return {
-            "in_channels": module.in_channels,
-            "out_channels": module.out_channels,
-            "kernel_size": module.kernel_size,
-            "stride": module.stride,
-            "padding": module.padding,
-            "dilation": module.dilation,
-            "groups": module.groups,
-            "bias": module.bias is not None,
-            "padding_mode": module.padding_mode,
-        }
+        return _conv_init_args(module)
 
 
 @_register
@@ -448,18 +453,7 @@ class BinaryConvTranspose2d(BinaryLayerMixin, nn.ConvTranspose2d):
 
     @classmethod
     def _float_init_args(cls, module: nn.Module) -> dict[str, Any]:
-        return {
-            "in_channels": module.in_channels,
-            "out_channels": module.out_channels,
-            "kernel_size": module.kernel_size,
-            "stride": module.stride,
-            "padding": module.padding,
-            "output_padding": module.output_padding,
-            "groups": module.groups,
-            "bias": module.bias is not None,
-            "dilation": module.dilation,
-            "padding_mode": module.padding_mode,
-        }
+        return {**_conv_init_args(module), "output_padding": module.output_padding}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from binarize.nn.channels import ChannelDim, channel_parameter
+from binarize.nn.channels import ChannelDim, channel_parameter, parameter_shape
 
 
 class LearnableBias(nn.Module):
@@ -36,8 +36,7 @@ class LearnableBias(nn.Module):
         super().__init__()
         self.channel_dim: ChannelDim = channel_dim
         self.groups = groups
-        shape = (num_channels,) if groups is None else (groups, num_channels)
-        self.bias = nn.Parameter(torch.zeros(shape, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(parameter_shape(num_channels, groups), device=device, dtype=dtype))
 
     def forward(self, x: Tensor, groups: Tensor | None = None) -> Tensor:
         return x + channel_parameter(self.bias, x, self.channel_dim, self.groups, groups)
