@@ -31,6 +31,10 @@ from binarize.specs import ModelSpec, resolve_model
 
 __version__ = "0.1.0"
 
+from binarize.plugins import load_plugins  # noqa: E402  (plugins register into the registries imported above)
+
+load_plugins()
+
 __all__ = [
     "BINARIZERS",
     "LAYERS",

@@ -6,6 +6,7 @@ Layer rules walk ``named_modules()`` and need no tracing, so they work on any mo
 """
 
 from binarize.engine.candidates import Candidate, find_candidates
+from binarize.engine.graph_factories import GRAPH_FACTORIES, GraphFactory, register_graph_factory
 from binarize.engine.handlers import HANDLERS, Handler, Outcome
 from binarize.engine.order import ORDER_SOURCES, execution_order
 from binarize.engine.plan import Decision, Plan, make_plan
@@ -14,11 +15,13 @@ from binarize.engine.swap import apply_plan, set_submodule
 from binarize.engine.tracing import LEAF_MODULES, TracedRegion, TraceResult, register_leaf, trace_partially
 
 __all__ = [
+    "GRAPH_FACTORIES",
     "HANDLERS",
     "LEAF_MODULES",
     "ORDER_SOURCES",
     "Candidate",
     "Decision",
+    "GraphFactory",
     "Handler",
     "Outcome",
     "Plan",
@@ -29,6 +32,7 @@ __all__ = [
     "execution_order",
     "find_candidates",
     "make_plan",
+    "register_graph_factory",
     "register_leaf",
     "set_submodule",
     "trace_partially",

@@ -164,12 +164,14 @@ _RECORDED_SOURCES = ("forward", "timm_input_size")
 
 
 def _timestep_groups(options: dict[str, Any], recipe: Recipe, rule_index: int) -> None:
-    """Turn the recipe option ``timestep_aware`` into the layer option ``timestep_groups`` (K from the recipe)."""
-    if not options.pop("timestep_aware", False):
+    """Turn the recipe option ``timestep_aware`` into the layer options ``timestep_groups`` (K from the recipe) and
+    ``timestep_parts`` (both parts for ``true``, else the one named)."""
+    aware = options.pop("timestep_aware", False)
+    if aware is False:
         return
     if recipe.timestep is None:
         rule = recipe.rules[rule_index]
-        from_rule = rule.options.get("timestep_aware") is True
+        from_rule = rule.options.get("timestep_aware", False) is not False
         where = recipe.rule_label(rule_index) if from_rule else "the recipe's defaults"
         raise RecipeError(
             f"{where} make(s) layers timestep_aware, but the recipe has no `timestep` section; add e.g. "
@@ -178,6 +180,8 @@ def _timestep_groups(options: dict[str, Any], recipe: Recipe, rule_index: int) -
             line=rule.line if from_rule else None,
         )
     options["timestep_groups"] = recipe.timestep["K"]
+    if aware is not True:
+        options["timestep_parts"] = (aware,)
 
 
 def _executed(positions: dict[int, tuple[int, int]] | None, source: str | None, count: int) -> list[bool | None]:

@@ -107,7 +107,10 @@ def _graph_route(model: nn.Module, layers: dict[str, nn.Module], name: str, spec
     if placeholder is None or not calls:
         return None
     called = {str(n.target) for n in calls}
-    if called != set(layers):  # a timestep-aware layer that the graph does not call directly: use the hook
+    # A timestep-aware container (a module with a `timestep_groups` attribute that the tracer keeps as a leaf)
+    # receives the groups and hands them to the aware layers inside it.
+    uncovered = [n for n in layers if n not in called and not any(n.startswith(f"{c}.") for c in called)]
+    if uncovered:  # a timestep-aware layer that the graph does not reach: use the hook
         return None
     last_placeholder = [n for n in graph.nodes if n.op == "placeholder"][-1]
     with graph.inserting_after(last_placeholder):

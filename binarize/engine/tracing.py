@@ -26,6 +26,7 @@ from typing import Any
 from torch import fx, nn
 
 from binarize._registry import Registry
+from binarize.nn.timestep import group_index
 
 __all__ = ["LEAF_MODULES", "TraceResult", "TracedRegion", "graph_module_of", "register_leaf", "trace_partially"]
 
@@ -57,7 +58,9 @@ class PathTracer(fx.Tracer):
     """
 
     def __init__(self, leaves: frozenset[int] = frozenset()) -> None:
-        super().__init__(autowrap_modules=(math,))
+        # group_index is fx.wrap'ed where it is defined; naming it here also keeps it a leaf call when an already
+        # routed GraphModule (whose code holds it under another global name) is traced again.
+        super().__init__(autowrap_modules=(math,), autowrap_functions=(group_index,))
         self.extra_leaves = leaves
         self._path_stack: list[str] = [""]
         self.failed_in: str | None = None

@@ -39,6 +39,9 @@ LAYERS: Registry[type["BinaryLayerMixin"]] = Registry("binary layer")
 
 Shortcut = bool | str
 
+#: The parameters of a binary layer that can be held once per timestep group.
+TIMESTEP_PARTS: tuple[str, ...] = ("input_shift", "activation")
+
 OPTION_DEFAULTS: dict[str, Any] = {
     "weight_binarizer": None,
     "input_binarizer": None,
@@ -47,11 +50,15 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "activation": None,
     "shortcut": False,
     "pad_value": None,
+    "fold_bias": False,
     "timestep_groups": None,
+    "timestep_parts": TIMESTEP_PARTS,
 }
-"""The binary-layer options, with their defaults (everything off). ``timestep_groups`` (:math:`K`) makes the input
-shift and the output activation timestep-aware (see :mod:`binarize.nn.timestep`); recipes set it through their
-``timestep`` section and the ``timestep_aware`` option."""
+"""The binary-layer options, with their defaults (everything off). ``timestep_groups`` (:math:`K`) makes the
+parameters named in ``timestep_parts`` (the input shift, the output activation, or both) timestep-aware (see
+:mod:`binarize.nn.timestep`); recipes set both through their ``timestep`` section and the ``timestep_aware`` option.
+``fold_bias`` removes the layer's bias, adding it to the output activation's input shift instead (the same
+function, one parameter vector fewer; it needs an activation with an input shift, such as RPReLU)."""
 
 
 class BinaryLayerMixin:
@@ -87,16 +94,24 @@ class BinaryLayerMixin:
         activation: str | None = None,
         shortcut: Shortcut = False,
         pad_value: float | None = None,
+        fold_bias: bool = False,
         timestep_groups: int | None = None,
+        timestep_parts: tuple[str, ...] | list[str] = TIMESTEP_PARTS,
     ) -> None:
         assert isinstance(self, nn.Module)
         if timestep_groups is not None and (
             isinstance(timestep_groups, bool) or not isinstance(timestep_groups, int) or timestep_groups < 1
         ):
             raise TypeError(f"timestep_groups must be a positive integer or None, got {timestep_groups!r}")
+        parts = tuple(timestep_parts)
+        if not parts or any(p not in TIMESTEP_PARTS for p in parts) or len(set(parts)) != len(parts):
+            raise TypeError(
+                f"timestep_parts must name one or both of {list(TIMESTEP_PARTS)} once each, got {timestep_parts!r}"
+            )
         self.timestep_groups = timestep_groups
+        self.timestep_parts = tuple(p for p in TIMESTEP_PARTS if p in parts)
         self.timestep_state: TimestepState | None = None
-        for flag_name, flag in (("input_shift", input_shift),):
+        for flag_name, flag in (("input_shift", input_shift), ("fold_bias", fold_bias)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{flag_name} must be True or False, got {flag!r}")
         if pad_value is not None and (isinstance(pad_value, bool) or not isinstance(pad_value, (int, float))):
@@ -105,8 +120,10 @@ class BinaryLayerMixin:
         self.weight_binarizer = get_binarizer(weight_binarizer)
         self.input_binarizer = get_binarizer(input_binarizer)
         self.scale = make_scale(scale, self.weight.detach(), self.weight_out_dim)
+        shift_groups = timestep_groups if "input_shift" in self.timestep_parts else None
+        activation_groups = timestep_groups if "activation" in self.timestep_parts else None
         self.shift = (
-            LearnableBias(self._in_channels(), self.activation_channel_dim, groups=timestep_groups, **factory)
+            LearnableBias(self._in_channels(), self.activation_channel_dim, groups=shift_groups, **factory)
             if input_shift
             else None
         )
@@ -114,13 +131,35 @@ class BinaryLayerMixin:
             self.activation = None
         elif isinstance(activation, str):
             self.activation = ACTIVATIONS.get(activation)(
-                self._out_channels(), self.activation_channel_dim, groups=timestep_groups, **factory
+                self._out_channels(), self.activation_channel_dim, groups=activation_groups, **factory
             )
         else:
             raise TypeError(f"activation must be None or one of {ACTIVATIONS.names()}, got {activation!r}")
         self.shortcut = self._resolve_shortcut(shortcut)
         self.pad_value = None if pad_value is None else float(pad_value)
         self._check_pad_value()
+        self.fold_bias = fold_bias
+        if fold_bias:
+            self._fold_bias()
+
+    def _fold_bias(self) -> None:
+        r"""Move the bias into the activation's input shift, then drop the bias parameter.
+
+        :math:`\operatorname{act}(y + b + s) = \operatorname{act}(y + s')` with :math:`s' = s + b` (for every
+        timestep group), so the layer computes the same function with one parameter vector fewer.
+        """
+        assert isinstance(self, nn.Module)
+        shift_in = getattr(self.activation, "shift_in", None)
+        if not isinstance(shift_in, nn.Parameter):
+            raise UnsupportedLayerError(
+                f"fold_bias moves the bias into the output activation's input shift, but {self._describe()} has "
+                f"activation {self.options()['activation']!r}; use activation: rprelu, or fold_bias: false"
+            )
+        bias = getattr(self, "bias", None)
+        if bias is not None:
+            with torch.no_grad():
+                shift_in.add_(bias.to(shift_in.dtype))
+            self.register_parameter("bias", None)
 
     def _resolve_shortcut(self, shortcut: Shortcut) -> bool:
         if shortcut not in (True, False, "auto"):
@@ -223,7 +262,9 @@ class BinaryLayerMixin:
             "activation": None if self.activation is None else _activation_name(self.activation),
             "shortcut": self.shortcut,
             "pad_value": self.pad_value,
+            "fold_bias": self.fold_bias,
             "timestep_groups": self.timestep_groups,
+            "timestep_parts": self.timestep_parts,
         }
 
     # -- conversion -----------------------------------------------------------------------------------------

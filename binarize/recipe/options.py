@@ -12,7 +12,8 @@ option              allowed values                                           def
 ``activation``       ``null`` or an activation name (``rprelu``, ``prelu``)  ``null``
 ``shortcut``         ``false``, ``true``, ``auto``                           ``false``
 ``pad_value``        a number or ``null`` (zeros, as torch pads)             ``null``
-``timestep_aware``   ``true`` / ``false`` (needs the recipe's ``timestep``)   ``false``
+``fold_bias``        ``true`` / ``false`` (needs ``activation: rprelu``)       ``false``
+``timestep_aware``   ``true``, ``false``, ``input_shift``, ``activation``     ``false``
 =================== ======================================================== ===========
 
 ``null`` means "off" (a full-precision weight or input, no scale, ...). Binarizer and scale names are checked
@@ -29,7 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from binarize._registry import Registry
-from binarize.nn.layers import OPTION_DEFAULTS
+from binarize.nn.layers import OPTION_DEFAULTS, TIMESTEP_PARTS
 from binarize.recipe.source import Source, describe_value, did_you_mean
 
 __all__ = ["OPTIONS", "RECIPE_OPTION_DEFAULTS", "OptionValidator", "is_plain_data", "validate_options"]
@@ -212,13 +213,18 @@ OPTIONS.register("input_shift", _validate_bool)
 OPTIONS.register("activation", _validate_activation)
 OPTIONS.register("shortcut", _choice((False, True, "auto"), "false, true, 'auto'"))
 OPTIONS.register("pad_value", _validate_pad_value)
-OPTIONS.register("timestep_aware", _validate_bool)
+OPTIONS.register("fold_bias", _validate_bool)
+OPTIONS.register(
+    "timestep_aware",
+    _choice((False, True, *TIMESTEP_PARTS), "true, false, " + ", ".join(repr(p) for p in TIMESTEP_PARTS)),
+)
 
 #: Every recipe layer option with its default. They are the binary layers' options (:data:`binarize.nn.OPTION_DEFAULTS`)
-#: except that recipes write ``timestep_aware: true`` where layers take ``timestep_groups=K``: the number of groups
-#: comes from the recipe's ``timestep`` section.
+#: except that recipes write ``timestep_aware`` where layers take ``timestep_groups=K`` and ``timestep_parts``: the
+#: number of groups comes from the recipe's ``timestep`` section, and ``timestep_aware: true`` makes both the input
+#: shift and the activation timestep-aware, ``input_shift`` or ``activation`` only that one.
 RECIPE_OPTION_DEFAULTS: dict[str, Any] = {
-    **{name: value for name, value in OPTION_DEFAULTS.items() if name != "timestep_groups"},
+    **{name: value for name, value in OPTION_DEFAULTS.items() if name not in ("timestep_groups", "timestep_parts")},
     "timestep_aware": False,
 }
 

@@ -1,9 +1,9 @@
 """The recipe gallery: one page per shipped recipe, generated from ``recipes/*.yaml`` at build time.
 
 Each page shows the recipe's paper and description, its file, its resolved defaults, graph rules and rules, and what
-it does to a reference network (``zoo:resnet8`` at 32 x 32): the graph rewrites, the plan (which rule decides each
-layer, on the network as the graph rules left it) and the cost before and after, in the paper convention of
-:mod:`binarize.cost`.
+it does to a reference network (``zoo:resnet8`` at 32 x 32; for diffusion recipes, those with a ``timestep`` section,
+``zoo:bidiffsr-unet-tiny`` at 16 x 16): the graph rewrites, the plan (which rule decides each layer, on the network
+as the graph rules left it) and the cost before and after, in the paper convention of :mod:`binarize.cost`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from binarize.recipe import available_recipes, dump_recipe, load_recipe
 from binarize.zoo import ZOO
 
 REFERENCE = "resnet8"
+DIFFUSION_REFERENCE = "bidiffsr-unet-tiny"
 GALLERY_DIR = "recipes"
 
 
@@ -64,10 +65,12 @@ def _short_paper(paper: str | None) -> str:
 
 
 class Reference:
-    """The reference network and its inputs, with its full-precision cost measured once."""
+    """A reference network and its inputs, with its full-precision cost measured once."""
 
-    def __init__(self) -> None:
-        entry = ZOO.get(REFERENCE)
+    def __init__(self, name: str) -> None:
+        self.name = name
+        entry = ZOO.get(name)
+        self.label = entry.description
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             self.model = entry.build()
@@ -104,9 +107,25 @@ def graph_rules_table(rules: Any) -> str:
     return _table(header, rows)
 
 
-def recipe_page(name: str, ref: Reference) -> tuple[str, dict[str, Any]]:
+class References:
+    """The reference networks, built on first use: ``zoo:resnet8``, and a diffusion UNet for timestep recipes."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, Reference] = {}
+
+    def get(self, name: str) -> Reference:
+        if name not in self._built:
+            self._built[name] = Reference(name)
+        return self._built[name]
+
+    def for_recipe(self, recipe: Any) -> Reference:
+        return self.get(DIFFUSION_REFERENCE if recipe.timestep is not None else REFERENCE)
+
+
+def recipe_page(name: str, refs: References) -> tuple[str, dict[str, Any]]:
     """The Markdown page of recipe ``name`` and a summary row for the index."""
     recipe = load_recipe(name)
+    ref = refs.for_recipe(recipe)
     source = (resources.files("binarize._recipes") / f"{name}.yaml").read_text(encoding="utf-8")
     plan, cost, report = ref.apply(name)
     out = [f"# `{name}`", ""]
@@ -140,9 +159,10 @@ def recipe_page(name: str, ref: Reference) -> tuple[str, dict[str, Any]]:
     out += ["```yaml", dump_recipe(recipe).rstrip(), "```", ""]
 
     fp = ref.fp
-    out += [f"## On `zoo:{REFERENCE}`", ""]
+    out += [f"## On `zoo:{ref.name}`", ""]
+    out += [f"`zoo:{ref.name}`: {ref.label}.", ""]
     if report.graph_replaced:
-        out += [f"The graph rules rewrote {len(report.graph_replaced)} call chain(s) of the reference ResNet-8 "
+        out += [f"The graph rules rewrote {len(report.graph_replaced)} call chain(s) of the reference network "
                 f"({ref.size} x {ref.size} input; computed when this page was built):", ""]
         graph_rows = [
             [f"`{r['name']}`", r["old_types"], r["new_type"], "yes" if r["function_preserving"] else "no"]
@@ -151,7 +171,7 @@ def recipe_page(name: str, ref: Reference) -> tuple[str, dict[str, Any]]:
         out += [_table(["at", "matched", "replaced by", "function-preserving"], graph_rows), ""]
         out += ["The plan of the layer rules on the rewritten network:", ""]
     else:
-        out += [f"The plan on the reference ResNet-8 ({ref.size} x {ref.size} input; computed when this page was "
+        out += [f"The plan on the reference network ({ref.size} x {ref.size} input; computed when this page was "
                 "built):", ""]
     plan_rows = [
         [f"`{d.candidate.name}`", d.candidate.cls.__name__, d.action or "-", d.rule or "no rule selects it"]
@@ -179,6 +199,7 @@ def recipe_page(name: str, ref: Reference) -> tuple[str, dict[str, Any]]:
         extras.append(f"graph rules ({', '.join(dict.fromkeys(rule.replace for rule in recipe.graph_rules))})")
     summary = {
         "name": name,
+        "reference": f"`zoo:{ref.name}`",
         "paper": _short_paper(recipe.paper),
         "weights": _spec(d.get("weight_binarizer")),
         "inputs": _spec(d.get("input_binarizer")),
@@ -191,39 +212,43 @@ def recipe_page(name: str, ref: Reference) -> tuple[str, dict[str, Any]]:
     return "\n".join(out), summary
 
 
-def index_page(rows: list[dict[str, Any]], ref: Reference) -> str:
+def index_page(rows: list[dict[str, Any]], refs: References) -> str:
     """The gallery's index: one row per recipe."""
     out = ["---", "hide: [toc]", "---", "", "# Recipe gallery", ""]
     out += [
         "Every recipe shipped with binarize, generated from `recipes/*.yaml` when this site was built. "
-        "Each page shows the paper, the description, the defaults and rules, and the recipe's plan and cost on "
-        f"`zoo:{REFERENCE}` ({ref.size} x {ref.size} input). A recipe is used by name: "
-        '`binarize(model, "reactnet")`; see [Recipes](../concepts/recipes.md) for writing your own.',
+        "Each page shows the paper, the description, the defaults and rules, and the recipe's plan and cost on a "
+        f"reference network: `zoo:{REFERENCE}` ({refs.get(REFERENCE).size} x {refs.get(REFERENCE).size} input), "
+        f"or `zoo:{DIFFUSION_REFERENCE}` ({refs.get(DIFFUSION_REFERENCE).size} x {refs.get(DIFFUSION_REFERENCE).size}) "
+        "for the diffusion recipes (see [BI-DiffSR](../bidiffsr.md) for the paper-size figures). A recipe is used "
+        'by name: `binarize(model, "reactnet")`; see [Recipes](../concepts/recipes.md) for writing your own.',
         "",
-        f"Full precision, `zoo:{REFERENCE}` costs **{ref.fp.params_m:.4f} M** params and **{ref.fp.ops_g:.5f} G** "
-        "ops in the paper convention; the table gives each recipe's figures and the number of layers it replaced. "
+        f"Full precision, `zoo:{REFERENCE}` costs **{refs.get(REFERENCE).fp.params_m:.4f} M** params and "
+        f"**{refs.get(REFERENCE).fp.ops_g:.5f} G** ops in the paper convention, `zoo:{DIFFUSION_REFERENCE}` "
+        f"**{refs.get(DIFFUSION_REFERENCE).fp.params_m:.4f} M** and **{refs.get(DIFFUSION_REFERENCE).fp.ops_g:.5f} G**; "
+        "the table gives each recipe's figures and the number of layers it replaced. "
         "*Extras* are ReActNet's learnable input shift (RSign), the output activation, identity shortcuts and the "
         "factories of the recipe's [graph rules](../concepts/graph-rules.md).",
         "",
     ]
     table_rows = [
         [f"[`{r['name']}`]({r['name']}.md)", r["paper"], r["weights"], r["inputs"], r["scale"], r["extras"],
-         str(r["replaced"]), r["params"], r["ops"]]
+         r["reference"], str(r["replaced"]), r["params"], r["ops"]]
         for r in rows
     ]
-    header = ["recipe", "paper", "weights", "inputs", "scale", "extras", "replaced", "params (M)", "ops (G)"]
+    header = ["recipe", "paper", "weights", "inputs", "scale", "extras", "on", "replaced", "params (M)", "ops (G)"]
     out += [_table(header, table_rows), ""]
     return "\n".join(out)
 
 
 def render_all() -> dict[str, str]:
     """``{docs path: Markdown}`` for the gallery index and every shipped recipe."""
-    ref = Reference()
+    refs = References()
     pages: dict[str, str] = {}
     rows = []
     for name in available_recipes():
-        text, row = recipe_page(name, ref)
+        text, row = recipe_page(name, refs)
         pages[f"{GALLERY_DIR}/{name}.md"] = text
         rows.append(row)
-    pages[f"{GALLERY_DIR}/index.md"] = index_page(rows, ref)
+    pages[f"{GALLERY_DIR}/index.md"] = index_page(rows, refs)
     return pages

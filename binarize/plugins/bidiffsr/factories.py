@@ -1,0 +1,146 @@
+"""The graph-rule factories of the BI-DiffSR plugin: ``cp_down``, ``cp_up`` and ``cs_fusion``.
+
+Each turns a matched full-precision pattern into the equivalent BI-DiffSR block (exactly the same function, the
+weights split or rearranged), so that the layer rules can binarize its channel-preserving branches:
+
+============= ================================================================ =====================================
+factory       patterns it accepts                                              result
+============= ================================================================ =====================================
+``cp_down``   ``Conv2d -> PixelUnshuffle`` (module or ``F.pixel_unshuffle``)   :class:`CPDown` (branches, unshuffle)
+              a stride-2 ``Conv2d`` on its own                                 :class:`CPDown` (unshuffle, branches)
+``cp_up``     ``Conv2d -> PixelShuffle`` (module or ``F.pixel_shuffle``)        :class:`CPUp` (branches, shuffle)
+              ``Upsample`` / ``F.interpolate`` (2x nearest) ``-> Conv2d``      :class:`CPUp` (phase branches, shuffle)
+``cs_fusion`` ``cat([x, skip], dim=1) -> Conv2d(2C -> C)``                      :class:`CSFusion` (args: ``parity``)
+============= ================================================================ =====================================
+
+A match that cannot be made dimension-consistent (e.g. a 96 -> 64 channel convolution, whose branches could not
+keep their channel count) is refused with the reason, and the report lists it as skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import fx, nn
+
+from binarize.engine.graph_factories import register_graph_factory
+from binarize.engine.patterns import FUNCTIONS, Match
+from binarize.errors import UnsupportedLayerError
+from binarize.plugins.bidiffsr.blocks import PARITIES, CPDown, CPUp, CSFusion
+
+__all__ = ["cp_down", "cp_up", "cs_fusion"]
+
+
+def _no_args(name: str, args: dict[str, Any]) -> None:
+    if args:
+        raise UnsupportedLayerError(f"{name} takes no args, got {sorted(args)}")
+
+
+def _conv_step(match: Match, index: int, name: str) -> nn.Conv2d:
+    module = match.modules[index] if index < len(match.modules) else None
+    if not isinstance(module, nn.Conv2d):
+        raise UnsupportedLayerError(f"{name} expects a Conv2d at step {index + 1} of the pattern, got {_kind(match, index)}")
+    return module
+
+
+def _kind(match: Match, index: int) -> str:
+    module, node = match.modules[index], match.nodes[index]
+    return type(module).__name__ if module is not None else str(getattr(node.target, "__name__", node.target))
+
+
+def _argument(match: Match, index: int, function: str, argument: str, attribute: str, cls: type) -> Any:
+    """An argument of step ``index``: the module's ``attribute`` for a ``cls`` module, else the function's."""
+    module, node = match.modules[index], match.nodes[index]
+    if isinstance(module, cls):
+        return getattr(module, attribute)
+    if module is None and node.target in FUNCTIONS.get(function).targets:
+        value = FUNCTIONS.get(function).bind(node).get(argument)
+        if isinstance(value, fx.Node):
+            raise UnsupportedLayerError(f"the {argument} of {function} is computed in the forward pass")
+        return value
+    return None
+
+
+@register_graph_factory(
+    "cp_down",
+    function_preserving=True,
+    description="Conv2d -> PixelUnshuffle, or a stride-2 Conv2d => CP-Down (channel-preserving branches, summed "
+    "or concatenated, and a pixel unshuffle)",
+)
+def cp_down(match: Match, **args: Any) -> nn.Module:
+    """BI-DiffSR's CP-Down replacing a downsampling pattern (see the module docstring)."""
+    _no_args("cp_down", args)
+    conv = _conv_step(match, 0, "cp_down")
+    if len(match.nodes) == 1:
+        if tuple(conv.stride) != (2, 2):
+            raise UnsupportedLayerError(f"cp_down on a single Conv2d needs stride 2, got {tuple(conv.stride)}")
+        return CPDown.from_strided_conv(conv)
+    if len(match.nodes) == 2:
+        factor = _argument(match, 1, "pixel_unshuffle", "downscale_factor", "downscale_factor", nn.PixelUnshuffle)
+        if isinstance(factor, int):
+            return CPDown.from_conv_unshuffle(conv, factor)
+    raise UnsupportedLayerError(
+        "cp_down replaces `Conv2d -> PixelUnshuffle` or a stride-2 `Conv2d`, got "
+        + " -> ".join(_kind(match, i) for i in range(len(match.nodes)))
+    )
+
+
+@register_graph_factory(
+    "cp_up",
+    function_preserving=True,
+    description="Conv2d -> PixelShuffle, or 2x nearest upsampling -> Conv2d => CP-Up (channel-preserving branches, "
+    "concatenated, and a pixel shuffle)",
+)
+def cp_up(match: Match, **args: Any) -> nn.Module:
+    """BI-DiffSR's CP-Up replacing an upsampling pattern (see the module docstring)."""
+    _no_args("cp_up", args)
+    if len(match.nodes) == 2 and isinstance(match.modules[0], nn.Conv2d):
+        factor = _argument(match, 1, "pixel_shuffle", "upscale_factor", "upscale_factor", nn.PixelShuffle)
+        if isinstance(factor, int):
+            return CPUp.from_conv_shuffle(match.modules[0], factor)
+    if len(match.nodes) == 2 and isinstance(match.modules[1], nn.Conv2d):
+        mode = _argument(match, 0, "interpolate", "mode", "mode", nn.Upsample)
+        scale = _argument(match, 0, "interpolate", "scale_factor", "scale_factor", nn.Upsample)
+        size = _argument(match, 0, "interpolate", "size", "size", nn.Upsample)
+        if mode == "nearest" and size is None and _is_two(scale):
+            return CPUp.from_nearest_conv(match.modules[1])
+        raise UnsupportedLayerError(
+            f"cp_up rewrites a 2x nearest-neighbour upsampling exactly; got mode={mode!r}, scale_factor={scale!r}, "
+            f"size={size!r}"
+        )
+    raise UnsupportedLayerError(
+        "cp_up replaces `Conv2d -> PixelShuffle` or `Upsample(scale_factor=2, mode='nearest') -> Conv2d`, got "
+        + " -> ".join(_kind(match, i) for i in range(len(match.nodes)))
+    )
+
+
+def _is_two(scale: Any) -> bool:
+    values = scale if isinstance(scale, (tuple, list)) else (scale,)
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v) == 2.0 for v in values)
+
+
+@register_graph_factory(
+    "cs_fusion",
+    function_preserving=True,
+    description="cat([x, skip], dim=1) -> Conv2d(2C -> C) => CS-Fusion (channel shuffle and two C -> C branches)",
+)
+def cs_fusion(match: Match, parity: str = "opposite", **args: Any) -> nn.Module:
+    """BI-DiffSR's CS-Fusion replacing the concatenation and fusion convolution of a UNet skip connection.
+
+    Args:
+        match: ``cat -> Conv2d``; the concatenation must join exactly two different tensors along dim 1.
+        parity: ``"opposite"`` (the release, default) or ``"same"`` (the paper's Eq. 3); see :class:`CSFusion`.
+    """
+    _no_args("cs_fusion", args)
+    if parity not in PARITIES:
+        raise UnsupportedLayerError(f"cs_fusion: parity must be one of {list(PARITIES)}, got {parity!r}")
+    if len(match.nodes) != 2 or match.modules[0] is not None:
+        raise UnsupportedLayerError("cs_fusion replaces `cat -> Conv2d`")
+    conv = _conv_step(match, 1, "cs_fusion")
+    bound = FUNCTIONS.get("cat").bind(match.nodes[0])
+    tensors, dim = bound.get("tensors"), bound.get("dim")
+    if dim != 1:
+        raise UnsupportedLayerError(f"cs_fusion fuses along channels (dim=1), but the cat joins along dim={dim!r}")
+    if not isinstance(tensors, (list, tuple)) or len(tensors) != 2 or len(set(tensors)) != 2:
+        raise UnsupportedLayerError("cs_fusion fuses exactly two different tensors (the decoder tensor and the skip)")
+    return CSFusion.from_fusion_conv(conv, parity)  # type: ignore[arg-type]
