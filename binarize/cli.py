@@ -13,6 +13,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -71,8 +72,18 @@ def command(
     return add
 
 
+#: Modules that register further commands when imported (kept out of ``import binarize``: some are heavy).
+COMMAND_MODULES: tuple[str, ...] = ("binarize.training.commands", "binarize.metrics")
+
+
+def _load_command_modules() -> None:
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per registered command."""
+    _load_command_modules()
     try:
         package_version = version("binarize")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing

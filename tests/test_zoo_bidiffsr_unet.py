@@ -11,39 +11,27 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from zoo_unet_checks import (
+    COMMON_BAD_ARGUMENTS,
+    assert_seeded_example_inputs,
+    assert_time_step_changes_output,
+    assert_traces_equal,
+    random_inputs,
+)
 
 from binarize.zoo import ZOO
+from binarize.zoo._parts import SelfAttention, SinusoidalEmbedding
 from binarize.zoo.bidiffsr_unet import (
     CONFIGS,
-    Attention,
     BiDiffSRUNet,
     Downsample,
     Fusion,
     ResBlock,
-    SinusoidalEmbedding,
     Upsample,
-    bidiffsr_inputs,
     bidiffsr_unet,
     bidiffsr_unet_small,
     bidiffsr_unet_tiny,
 )
-
-
-def _inputs(batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(1)
-    x_t = torch.randn(batch, 3, size, size, generator=generator)
-    cond = torch.randn(batch, 3, size, size, generator=generator)
-    return x_t, torch.randint(0, 2000, (batch,), generator=generator), cond
-
-
-def _assert_traces_equal(model: nn.Module, inputs: tuple) -> None:
-    model.eval()
-    graph = torch.fx.symbolic_trace(model)
-    with torch.no_grad():
-        expected = model(*inputs)
-        actual = graph(*inputs)
-    assert actual.shape == expected.shape
-    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +99,7 @@ def test_paper_config_layer_counts(paper_model: BiDiffSRUNet) -> None:
     assert sum(isinstance(m, nn.GroupNorm) for m in paper_model.modules()) == 2 * res_blocks + 2
     assert sum(isinstance(m, nn.PixelUnshuffle) for m in paper_model.modules()) == levels - 1
     assert sum(isinstance(m, nn.PixelShuffle) for m in paper_model.modules()) == levels - 1
-    assert sum(isinstance(m, Attention) for m in paper_model.modules()) == 1
+    assert sum(isinstance(m, SelfAttention) for m in paper_model.modules()) == 1
     blocks = [m for m in paper_model.modules() if isinstance(m, ResBlock)]
     assert all(block.dropout.p == 0.2 for block in blocks)
     assert sum(isinstance(m, nn.Dropout) for m in paper_model.modules()) == res_blocks
@@ -163,7 +151,7 @@ def test_paper_config_naming_contract(paper_model: BiDiffSRUNet) -> None:
 
     middle = model.middle
     assert isinstance(middle.block1, ResBlock) and isinstance(middle.block2, ResBlock)
-    assert isinstance(middle.attention, Attention)
+    assert isinstance(middle.attention, SelfAttention)
     assert is_conv(middle.attention.qkv, 512, 1536, 1, bias=False) and is_conv(middle.attention.proj, 512, 512, 1)
     assert model.out_norm.num_channels == 64 and isinstance(model.out_act, nn.SiLU)
     assert is_conv(model.out_conv, 64, 3, 3)
@@ -177,7 +165,7 @@ def test_paper_config_traces_with_equal_outputs_at_16(paper_model: BiDiffSRUNet)
     with torch.no_grad():
         out = paper_model(*inputs)
     assert out.shape == (1, 3, 16, 16) and torch.isfinite(out).all()
-    _assert_traces_equal(paper_model, inputs)
+    assert_traces_equal(paper_model, inputs)
 
 
 # --- the registered entries -------------------------------------------------------------------------------------
@@ -198,12 +186,9 @@ def test_entries_are_registered_with_their_configs() -> None:
     assert CONFIGS["bidiffsr-unet-tiny"]["width"] == 16
 
 
-def test_example_inputs_are_seeded() -> None:
-    x_t, t, cond = ZOO.get("bidiffsr-unet").inputs(8)
-    assert x_t.shape == cond.shape == (1, 3, 8, 8)
-    assert t.dtype == torch.long and t.tolist() == [1234]
-    again = bidiffsr_inputs(8)
-    assert torch.equal(again[0], x_t) and torch.equal(again[2], cond) and not torch.equal(x_t, cond)
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_example_inputs_are_seeded(name: str) -> None:
+    assert_seeded_example_inputs(name)
 
 
 # --- behaviour of the tiny configuration --------------------------------------------------------------------------
@@ -211,13 +196,13 @@ def test_example_inputs_are_seeded() -> None:
 
 def test_tiny_output_shape_and_gradients() -> None:
     model = bidiffsr_unet_tiny()
-    x_t, t, cond = _inputs(2, 8)
+    x_t, t, cond = random_inputs(2, 8)
     out = model(x_t, t, cond)
     assert out.shape == (2, 3, 8, 8)
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
     with torch.no_grad():
-        wide = model(*_inputs(1, 12))
+        wide = model(*random_inputs(1, 12))
     assert wide.shape == (1, 3, 12, 12)
     rectangular = model(torch.randn(1, 3, 4, 10), torch.tensor([5]), torch.randn(1, 3, 4, 10))
     assert rectangular.shape == (1, 3, 4, 10)
@@ -225,7 +210,7 @@ def test_tiny_output_shape_and_gradients() -> None:
 
 def test_eval_mode_is_deterministic_and_dropout_acts_in_training() -> None:
     model = bidiffsr_unet_tiny(dropout=0.5)
-    inputs = _inputs(2, 8)
+    inputs = random_inputs(2, 8)
     model.eval()
     with torch.no_grad():
         first, second = model(*inputs), model(*inputs)
@@ -242,7 +227,7 @@ def test_condition_comes_first_in_the_input() -> None:
     with torch.no_grad():
         model.stem.weight.zero_()
         model.stem.weight[:, :3] = 1.0  # only the first three input channels reach the network
-    x_t, t, cond = _inputs(1, 8)
+    x_t, t, cond = random_inputs(1, 8)
     with torch.no_grad():
         reference = model(x_t, t, cond)
         assert torch.equal(model(torch.zeros_like(x_t), t, cond), reference)
@@ -250,17 +235,12 @@ def test_condition_comes_first_in_the_input() -> None:
 
 
 def test_time_step_changes_the_output() -> None:
-    model = bidiffsr_unet_tiny().eval()
-    x_t, _, cond = _inputs(1, 8)
-    with torch.no_grad():
-        first = model(x_t, torch.tensor([3]), cond)
-        second = model(x_t, torch.tensor([900]), cond)
-    assert not torch.allclose(first, second)
+    assert_time_step_changes_output(bidiffsr_unet_tiny())
 
 
 def test_tiny_traces_with_equal_outputs() -> None:
     model = bidiffsr_unet_tiny()
-    _assert_traces_equal(model, _inputs(2, 16))
+    assert_traces_equal(model, random_inputs(2, 16))
     graph = torch.fx.symbolic_trace(model)
     modules = dict(graph.named_modules())
     called = [modules[n.target] for n in graph.graph.nodes if n.op == "call_module"]
@@ -269,14 +249,14 @@ def test_tiny_traces_with_equal_outputs() -> None:
     functions = [n.target for n in graph.graph.nodes if n.op == "call_function"]
     assert functions.count(torch.bmm) == 2  # the attention's two matrix products
     # a traced graph accepts any size; the size check belongs to the eager model only
-    assert graph(*_inputs(1, 8)).shape == (1, 3, 8, 8)
+    assert graph(*random_inputs(1, 8)).shape == (1, 3, 8, 8)
 
 
 def test_no_attention_gives_identity_middle() -> None:
     model = bidiffsr_unet_tiny(attention=False).eval()
     assert isinstance(model.middle.attention, nn.Identity)
-    assert not any(isinstance(m, Attention) for m in model.modules())
-    _assert_traces_equal(model, _inputs(1, 8))
+    assert not any(isinstance(m, SelfAttention) for m in model.modules())
+    assert_traces_equal(model, random_inputs(1, 8))
 
 
 # --- the blocks ----------------------------------------------------------------------------------------------------
@@ -329,7 +309,7 @@ def test_fusion_takes_the_decoder_tensor_first() -> None:
 
 
 def test_attention_matches_scaled_dot_product_attention() -> None:
-    attention = Attention(16, groups=8).eval()
+    attention = SelfAttention(16, groups=8).eval()
     x = torch.randn(2, 16, 3, 5)
     with torch.no_grad():
         q, k, v = attention.qkv(attention.norm(x)).flatten(2).transpose(1, 2).chunk(3, dim=-1)  # (B, HW, C)
@@ -384,7 +364,7 @@ def test_random_configs_pop_the_skips_they_pushed(
 
     size = model.size_multiple * scale
     with torch.no_grad():
-        out = model(*_inputs(batch, size))
+        out = model(*random_inputs(batch, size))
     for handle in handles:
         handle.remove()
 
@@ -403,11 +383,7 @@ def test_random_configs_pop_the_skips_they_pushed(
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"width": 0}, "width must be a positive integer"),
-        ({"width": 2.0}, "width must be a positive integer"),
-        ({"width": 9, "norm_groups": 3}, "width must be even"),
-        ({"channel_mults": ()}, "channel_mults must be a non-empty"),
-        ({"channel_mults": (1, 0)}, "channel_mults must be a non-empty"),
+        *COMMON_BAD_ARGUMENTS,
         ({"channel_mults": (1, 2, 2, 4)}, r"twice the one before .* got \(1, 2, 2, 4\); e.g. \(1, 2, 4, 8\)"),
         ({"channel_mults": (1, 3)}, "twice the one before"),
         ({"encoder_blocks": 0, "decoder_blocks": 1}, "encoder_blocks must be a positive integer"),
@@ -415,12 +391,7 @@ def test_random_configs_pop_the_skips_they_pushed(
         ({"encoder_blocks": 3}, r"decoder_blocks must be encoder_blocks \+ 1 = 4"),
         ({"decoder_blocks": True}, "decoder_blocks must be a positive integer"),
         ({"attention": 1}, "attention must be True or False"),
-        ({"dropout": 1.0}, "dropout must be a probability"),
-        ({"dropout": -0.1}, "dropout must be a probability"),
-        ({"norm_groups": 0}, "norm_groups must be a positive integer"),
         ({"width": 24, "norm_groups": 16}, "norm_groups=16 must divide every channel count .* not 24"),
-        ({"in_channels": 0}, "in_channels must be a positive integer"),
-        ({"out_channels": -3}, "out_channels must be a positive integer"),
     ],
 )
 def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
@@ -430,11 +401,11 @@ def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
 
 def test_bad_input_sizes_raise() -> None:
     model = bidiffsr_unet_tiny(channel_mults=(1, 2, 4)).eval()  # three levels: multiples of 4
-    x_t, t, cond = _inputs(1, 12)
+    x_t, t, cond = random_inputs(1, 12)
     with torch.no_grad():
         assert model(x_t, t, cond).shape == (1, 3, 12, 12)
         with pytest.raises(ValueError, match=r"multiples of 2 \*\* 2 = 4, got 10x10"):
-            model(*_inputs(1, 10))
+            model(*random_inputs(1, 10))
         with pytest.raises(ValueError, match=r"multiples of 2 \*\* 2 = 4, got 12x6"):
             model(x_t[..., :6], t, cond[..., :6])
         with pytest.raises(ValueError, match="x_t and cond must have the same height and width"):

@@ -9,41 +9,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 from unets import FunctionalStyleUNet
+from zoo_unet_checks import (
+    COMMON_BAD_ARGUMENTS,
+    assert_seeded_example_inputs,
+    assert_time_step_changes_output,
+    assert_traces_equal,
+    random_inputs,
+)
 
 from binarize.zoo import ZOO
-from binarize.zoo.sr3_unet import ResnetBlock, SelfAttention, SR3UNet, Upsample, sr3_inputs
+from binarize.zoo._parts import DecoderLevel, EncoderLevel, SelfAttention
+from binarize.zoo.sr3_unet import ResnetBlock, SR3UNet, Upsample
 
 
-def _inputs(batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(1)
-    x_t = torch.randn(batch, 3, size, size, generator=generator)
-    cond = torch.randn(batch, 3, size, size, generator=generator)
-    return x_t, torch.randint(0, 2000, (batch,), generator=generator), cond
-
-
-def _assert_traces_equal(model: nn.Module, inputs: tuple) -> None:
-    model.eval()
-    graph = torch.fx.symbolic_trace(model)
-    with torch.no_grad():
-        expected = model(*inputs)
-        actual = graph(*inputs)
-    assert actual.shape == expected.shape
-    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
-
-
-def test_entries_are_registered_with_their_inputs() -> None:
-    entry = ZOO.get("sr3-unet")
-    assert entry.default_size == 64 and ZOO.get("sr3-unet-tiny").default_size == 16
-    x_t, t, cond = entry.inputs(8)
-    assert x_t.shape == cond.shape == (1, 3, 8, 8)
-    assert t.dtype == torch.long and t.tolist() == [1234]
-    again = sr3_inputs(8)
-    assert torch.equal(again[0], x_t) and torch.equal(again[2], cond) and not torch.equal(x_t, cond)
+@pytest.mark.parametrize("name", ["sr3-unet", "sr3-unet-tiny"])
+def test_entries_are_registered_with_their_inputs(name: str) -> None:
+    assert ZOO.get("sr3-unet").default_size == 64 and ZOO.get("sr3-unet-tiny").default_size == 16
+    assert_seeded_example_inputs(name)
 
 
 def test_tiny_shapes_and_layout() -> None:
     model = ZOO.get("sr3-unet-tiny").build()
-    x_t, t, cond = _inputs(2, 8)
+    x_t, t, cond = random_inputs(2, 8)
     out = model(x_t, t, cond)
     assert out.shape == (2, 3, 8, 8)
     out.sum().backward()
@@ -66,17 +53,12 @@ def test_resnet_block_shortcut() -> None:
 
 
 def test_time_step_changes_the_output() -> None:
-    model = ZOO.get("sr3-unet-tiny").build().eval()
-    x_t, _, cond = _inputs(1, 8)
-    with torch.no_grad():
-        first = model(x_t, torch.tensor([3]), cond)
-        second = model(x_t, torch.tensor([900]), cond)
-    assert not torch.allclose(first, second)
+    assert_time_step_changes_output(ZOO.get("sr3-unet-tiny").build())
 
 
 def test_tiny_traces_with_equal_outputs() -> None:
     model = ZOO.get("sr3-unet-tiny").build()
-    _assert_traces_equal(model, _inputs(2, 16))
+    assert_traces_equal(model, random_inputs(2, 16))
     graph = torch.fx.symbolic_trace(model)
     modules = dict(graph.named_modules())
     upsamples = [n for n in graph.graph.nodes if n.op == "call_module" and isinstance(modules[n.target], nn.Upsample)]
@@ -88,7 +70,7 @@ def test_tiny_traces_with_equal_outputs() -> None:
 def test_paper_config_traces_with_equal_outputs_at_16() -> None:
     model = ZOO.get("sr3-unet").build()
     assert sum(p.numel() for p in model.parameters()) == 60_657_795
-    _assert_traces_equal(model, ZOO.get("sr3-unet").inputs(16))
+    assert_traces_equal(model, ZOO.get("sr3-unet").inputs(16))
 
 
 def test_paper_config_layout() -> None:
@@ -99,6 +81,8 @@ def test_paper_config_layout() -> None:
     assert [len(level.attentions) for level in model.decoder] == [0, 0, 0, 3]  # indexed by resolution level
     assert model.decoder[0].upsample is None and model.decoder[3].upsample is not None
     assert model.out_conv.in_channels == 64 and model.out_conv.out_channels == 3
+    names = model.state_dict().keys()
+    assert {"middle_attention.qkv.weight", "middle_attention.proj.weight", "encoder.3.attentions.1.proj.bias"} <= names
     blocks = [m for m in model.modules() if isinstance(m, ResnetBlock)]
     assert len(blocks) == 8 + 2 + 12 and all(block.dropout.p == 0.2 for block in blocks)
 
@@ -125,7 +109,7 @@ def test_random_configs_line_up(
         norm_groups=4,
     ).eval()
     size = 2 ** (levels - 1) * 2
-    inputs = _inputs(batch, size)
+    inputs = random_inputs(batch, size)
     with torch.no_grad():
         out = model(*inputs)
     assert out.shape == (batch, 3, size, size) and torch.isfinite(out).all()
@@ -136,21 +120,12 @@ def test_random_configs_line_up(
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"width": 0}, "width must be a positive integer"),
-        ({"width": 2.0}, "width must be a positive integer"),
-        ({"width": 9, "norm_groups": 3}, "width must be even"),
-        ({"channel_mults": ()}, "channel_mults must be a non-empty"),
-        ({"channel_mults": (1, 0)}, "channel_mults must be a non-empty"),
+        *COMMON_BAD_ARGUMENTS,
         ({"res_blocks": 0}, "res_blocks must be a positive integer"),
         ({"res_blocks": True}, "res_blocks must be a positive integer"),
         ({"attention_resolutions": (16,)}, "attention_resolutions holds downsampling factors"),
         ({"attention_resolutions": (3,)}, "attention_resolutions holds downsampling factors"),
-        ({"dropout": 1.0}, "dropout must be a probability"),
-        ({"dropout": -0.1}, "dropout must be a probability"),
-        ({"norm_groups": 0}, "norm_groups must be a positive integer"),
         ({"width": 16, "norm_groups": 32}, "norm_groups=32 must divide every channel count"),
-        ({"in_channels": 0}, "in_channels must be a positive integer"),
-        ({"out_channels": -3}, "out_channels must be a positive integer"),
     ],
 )
 def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
@@ -158,12 +133,22 @@ def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
         SR3UNet(**kwargs)
 
 
+def test_levels_need_one_attention_and_fusion_per_block() -> None:
+    blocks = [ResnetBlock(8, 8, 8, groups=4) for _ in range(2)]
+    with pytest.raises(ValueError, match=r"one attention per block \(2\) or none, got 1"):
+        EncoderLevel(blocks, None, attentions=[SelfAttention(8, groups=4)])
+    with pytest.raises(ValueError, match=r"one fusion per block \(2\), got 3"):
+        DecoderLevel(blocks, None, fusions=[nn.Identity() for _ in range(3)])
+    assert EncoderLevel(blocks, None).attentions is None  # no attentions submodule at all
+    assert len(DecoderLevel(blocks, None, attentions=[]).attentions) == 0
+
+
 def test_functional_style_unet_shapes_and_trace() -> None:
     model = FunctionalStyleUNet()
-    x_t, t, cond = _inputs(2, 8)
+    x_t, t, cond = random_inputs(2, 8)
     assert model(x_t, t, cond).shape == (2, 3, 8, 8)
     assert len(model.fuse_convs) == len(model.dec_res) == 4 and len(model.down_convs) == len(model.ups) == 1
-    _assert_traces_equal(model, (x_t, t, cond))
+    assert_traces_equal(model, (x_t, t, cond))
     graph = torch.fx.symbolic_trace(model).graph
     functions = {node.target for node in graph.nodes if node.op == "call_function"}
     assert torch.nn.functional.pixel_unshuffle in functions and torch.cat in functions
@@ -175,7 +160,7 @@ def test_functional_style_unet_random_configs(width: int, levels: int, blocks: i
     model = FunctionalStyleUNet(width=width, levels=levels, blocks=blocks, groups=4).eval()
     size = 2 ** (levels - 1) * 2
     with torch.no_grad():
-        out = model(*_inputs(batch, size))
+        out = model(*random_inputs(batch, size))
     assert out.shape == (batch, 3, size, size) and torch.isfinite(out).all()
     assert len(model.fuse_convs) == levels * (blocks + 1)
 

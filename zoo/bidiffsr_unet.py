@@ -23,7 +23,8 @@ recipe (and the BI-DiffSR plugin's conversions) find every weighted layer:
 The skips are the stem output, every encoder residual block output and every downsampling output, taken back in
 reverse order by the decoder; the channel multipliers must double from one level to the next (each downsampling
 doubles the channels), which makes every skip match the decoder tensor it is fused with. Inputs need a height and
-width divisible by ``2 ** (len(channel_mults) - 1)``. The whole network traces with ``torch.fx.symbolic_trace``.
+width divisible by ``2 ** (len(channel_mults) - 1)``. The whole network traces with ``torch.fx.symbolic_trace``. The
+time embedding, the self-attention and the level containers are shared with ``zoo:sr3-unet`` (``binarize.zoo._parts``).
 
 ``zoo:bidiffsr-unet`` is the paper configuration (width 64, multipliers 1, 2, 4, 8, two encoder and three decoder
 blocks per level, dropout 0.2); ``zoo:bidiffsr-unet-small`` is the same network at width 16 (for training on a
@@ -48,18 +49,25 @@ Examples:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.fx
 from torch import Tensor, nn
 
-from binarize.zoo._registry import ZooEntry, register
+from binarize.zoo._parts import (
+    DecoderLevel,
+    EncoderLevel,
+    SelfAttention,
+    SinusoidalEmbedding,
+    check_dropout_and_groups,
+    check_widths,
+    register_diffusion_unet,
+    time_mlp,
+)
 
 __all__ = [
     "CONFIGS",
-    "Attention",
     "BiDiffSRUNet",
     "DecoderLevel",
     "Downsample",
@@ -67,42 +75,13 @@ __all__ = [
     "Fusion",
     "Middle",
     "ResBlock",
+    "SelfAttention",
     "SinusoidalEmbedding",
     "Upsample",
-    "bidiffsr_inputs",
     "bidiffsr_unet",
     "bidiffsr_unet_small",
     "bidiffsr_unet_tiny",
 ]
-
-
-class SinusoidalEmbedding(nn.Module):
-    """The sinusoidal embedding of diffusion steps: ``dim // 2`` sines followed by as many cosines.
-
-    Step ``t`` at frequency ``k`` (``k = 0 .. dim // 2 - 1``) gives ``sin(t * f_k)`` and ``cos(t * f_k)`` with
-    ``f_k = exp(-ln(10000) * k / (dim // 2))``. The module has no parameters; the frequencies are a non-persistent
-    buffer (they follow ``.to()`` but are not saved in the state dict).
-
-    Args:
-        dim: size of the embedding; even and at least 2.
-
-    Raises:
-        ValueError: when ``dim`` is not an even integer >= 2.
-    """
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        if not _is_positive_int(dim) or dim < 2 or dim % 2:
-            raise ValueError(f"the time embedding size must be an even integer >= 2, got {dim!r}")
-        self.dim = dim
-        half = dim // 2
-        frequencies = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
-        self.register_buffer("frequencies", frequencies, persistent=False)
-
-    def forward(self, t: Tensor) -> Tensor:
-        """Embed the steps ``t`` (``(B,)``, usually integers) as a ``(B, dim)`` float tensor."""
-        angles = t.to(self.frequencies.dtype)[:, None] * self.frequencies[None, :]
-        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
 class ResBlock(nn.Module):
@@ -186,69 +165,6 @@ class Fusion(nn.Module):
         return self.conv(torch.cat([x, skip], dim=1))
 
 
-class Attention(nn.Module):
-    """Single-head self-attention over the pixels of a feature map, with a residual connection.
-
-    The input is group-normalised, a bias-free 1x1 convolution gives the queries, keys and values (split along the
-    channels), the attention weights are ``softmax(q^T k / sqrt(C))`` over the keys, and a 1x1 convolution projects
-    the attended values before they are added to the input. The shape of the input is never read into Python
-    numbers, so the module traces with ``torch.fx``.
-
-    Args:
-        channels: channels ``C`` of the feature map.
-        groups: groups of the group norm (must divide ``channels``).
-    """
-
-    def __init__(self, channels: int, groups: int = 16) -> None:
-        super().__init__()
-        self.norm = nn.GroupNorm(groups, channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1, bias=False)
-        self.proj = nn.Conv2d(channels, channels, 1)
-        self.scale = channels**-0.5
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Attend over the ``H * W`` positions of ``x`` (``(B, C, H, W)``)."""
-        q, k, v = torch.chunk(self.qkv(self.norm(x)).flatten(2), 3, dim=1)  # each (B, C, H*W)
-        weights = torch.softmax(torch.bmm(q.transpose(1, 2), k) * self.scale, dim=-1)  # (B, query, key)
-        attended = torch.bmm(v, weights.transpose(1, 2))  # (B, C, H*W)
-        return x + self.proj(attended.reshape(x.shape))
-
-
-class EncoderLevel(nn.Module):
-    """The residual blocks of one encoder level and the downsampling after them (None after the last level).
-
-    A container: :class:`BiDiffSRUNet` runs its parts, because every block output is also a skip.
-
-    Args:
-        blocks: the residual blocks, run in order.
-        downsample: the downsampling to the next level, or None at the lowest resolution.
-    """
-
-    def __init__(self, blocks: Sequence[ResBlock], downsample: Downsample | None) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-        self.downsample = downsample
-
-
-class DecoderLevel(nn.Module):
-    """The fusion and residual block steps of one decoder level and the upsampling after them (None at level 0).
-
-    A container: :class:`BiDiffSRUNet` runs its parts, because every fusion takes a skip. Step ``j`` is
-    ``blocks[j](fusions[j](h, skip), temb)``.
-
-    Args:
-        fusions: the skip fusions, one per step.
-        blocks: the residual blocks, one per step.
-        upsample: the upsampling to the previous level, or None at full resolution.
-    """
-
-    def __init__(self, fusions: Sequence[Fusion], blocks: Sequence[ResBlock], upsample: Upsample | None) -> None:
-        super().__init__()
-        self.fusions = nn.ModuleList(fusions)
-        self.blocks = nn.ModuleList(blocks)
-        self.upsample = upsample
-
-
 class Middle(nn.Module):
     """The middle of the UNet: residual block, self-attention (or the identity) and residual block.
 
@@ -263,16 +179,12 @@ class Middle(nn.Module):
     def __init__(self, channels: int, time_dim: int, dropout: float, groups: int, attention: bool = True) -> None:
         super().__init__()
         self.block1 = ResBlock(channels, time_dim, dropout, groups)
-        self.attention: nn.Module = Attention(channels, groups) if attention else nn.Identity()
+        self.attention: nn.Module = SelfAttention(channels, groups) if attention else nn.Identity()
         self.block2 = ResBlock(channels, time_dim, dropout, groups)
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
         """Apply the three parts to ``x`` at time embedding ``temb``."""
         return self.block2(self.attention(self.block1(x, temb)), temb)
-
-
-def _is_positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 class BiDiffSRUNet(nn.Module):
@@ -322,7 +234,7 @@ class BiDiffSRUNet(nn.Module):
         channels = [width * mult for mult in channel_mults]
 
         self.time_embedding = SinusoidalEmbedding(width)
-        self.time_mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.SiLU(), nn.Linear(4 * width, width))
+        self.time_mlp = time_mlp(width)
 
         def block(level: int) -> ResBlock:
             return ResBlock(channels[level], width, dropout, norm_groups)
@@ -338,9 +250,9 @@ class BiDiffSRUNet(nn.Module):
         self.middle = Middle(channels[-1], width, dropout, norm_groups, attention)
         self.decoder = nn.ModuleList(
             DecoderLevel(
-                [Fusion(channels[i]) for _ in range(decoder_blocks)],
                 [block(i) for _ in range(decoder_blocks)],
                 Upsample(channels[i]) if i > 0 else None,
+                fusions=[Fusion(channels[i]) for _ in range(decoder_blocks)],
             )
             for i in range(self.levels)
         )
@@ -365,22 +277,10 @@ class BiDiffSRUNet(nn.Module):
         h = self.stem(torch.cat([cond, x_t], dim=1))
         skips = [h]
         for level in self.encoder:
-            for block in level.blocks:
-                h = block(h, temb)
-                skips.append(h)
-            if level.downsample is not None:
-                h = level.downsample(h)
-                skips.append(h)
-
+            h = level(h, temb, skips)
         h = self.middle(h, temb)
-
-        for i in range(self.levels - 1, -1, -1):
-            level = self.decoder[i]
-            for fusion, block in zip(level.fusions, level.blocks):
-                h = block(fusion(h, skips.pop()), temb)
-            if level.upsample is not None:
-                h = level.upsample(h)
-
+        for level in reversed(self.decoder):  # decoder[0], at full resolution, runs last
+            h = level(h, temb, skips)
         return self.out_conv(self.out_act(self.out_norm(h)))
 
     def _check_sizes(self, x_t: Tensor, cond: Tensor) -> None:
@@ -420,23 +320,16 @@ def _check_arguments(
     out_channels: int,
 ) -> None:
     """Raise ValueError for any argument of :class:`BiDiffSRUNet` that cannot build a network."""
-    for name, value in (
-        ("width", width),
-        ("encoder_blocks", encoder_blocks),
-        ("decoder_blocks", decoder_blocks),
-        ("norm_groups", norm_groups),
-        ("in_channels", in_channels),
-        ("out_channels", out_channels),
-    ):
-        if not _is_positive_int(value):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if width % 2:
-        raise ValueError(
-            f"width must be even (it is also the size of the sinusoidal time embedding and the downsampling halves "
-            f"it), got {width}"
-        )
-    if not channel_mults or not all(_is_positive_int(m) for m in channel_mults):
-        raise ValueError(f"channel_mults must be a non-empty sequence of positive integers, got {channel_mults!r}")
+    positive = {
+        "width": width,
+        "encoder_blocks": encoder_blocks,
+        "decoder_blocks": decoder_blocks,
+        "norm_groups": norm_groups,
+        "in_channels": in_channels,
+        "out_channels": out_channels,
+    }
+    width_note = "it is also the size of the sinusoidal time embedding and the downsampling halves it"
+    check_widths(positive, width, channel_mults, width_note)
     for previous, current in zip(channel_mults, channel_mults[1:]):
         if current != 2 * previous:
             doubling = tuple(channel_mults[0] * 2**i for i in range(len(channel_mults)))
@@ -451,36 +344,23 @@ def _check_arguments(
         )
     if not isinstance(attention, bool):
         raise ValueError(f"attention must be True or False, got {attention!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
-    for channels in sorted({width * m for m in channel_mults}):
-        if channels % norm_groups:
-            raise ValueError(
-                f"norm_groups={norm_groups} must divide every channel count (width * each of channel_mults), "
-                f"but not {channels}; choose a width that is a multiple of {norm_groups} or fewer groups"
-            )
+    check_dropout_and_groups(dropout, norm_groups, (width * m for m in channel_mults))
 
+
+_PAPER: dict[str, object] = {
+    "width": 64,
+    "channel_mults": (1, 2, 4, 8),
+    "encoder_blocks": 2,
+    "decoder_blocks": 3,
+    "attention": True,
+    "dropout": 0.2,
+    "norm_groups": 16,
+}
 
 #: The keyword arguments of :class:`BiDiffSRUNet` for each registered configuration, by zoo name.
 CONFIGS: dict[str, dict] = {
-    "bidiffsr-unet": {
-        "width": 64,
-        "channel_mults": (1, 2, 4, 8),
-        "encoder_blocks": 2,
-        "decoder_blocks": 3,
-        "attention": True,
-        "dropout": 0.2,
-        "norm_groups": 16,
-    },
-    "bidiffsr-unet-small": {
-        "width": 16,
-        "channel_mults": (1, 2, 4, 8),
-        "encoder_blocks": 2,
-        "decoder_blocks": 3,
-        "attention": True,
-        "dropout": 0.2,
-        "norm_groups": 16,
-    },
+    "bidiffsr-unet": _PAPER,
+    "bidiffsr-unet-small": {**_PAPER, "width": 16},
     "bidiffsr-unet-tiny": {
         "width": 16,
         "channel_mults": (1, 2),
@@ -514,40 +394,21 @@ def bidiffsr_unet_tiny(**kwargs: object) -> BiDiffSRUNet:
     return _build("bidiffsr-unet-tiny", kwargs)
 
 
-def bidiffsr_inputs(size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Example ``(x_t, t, cond)``: two seeded ``(1, 3, size, size)`` images and the step ``tensor([1234])``."""
-    generator = torch.Generator().manual_seed(0)
-    x_t = torch.randn(1, 3, size, size, generator=generator)
-    cond = torch.randn(1, 3, size, size, generator=generator)
-    return x_t, torch.tensor([1234]), cond
-
-
-register(
-    ZooEntry(
-        name="bidiffsr-unet",
-        description="BI-DiffSR diffusion super-resolution UNet, full precision (x_t, t, cond; width 64, mults 1/2/4/8)",
-        factory=bidiffsr_unet,
-        example_inputs=bidiffsr_inputs,
-        default_size=64,
-    )
+register_diffusion_unet(
+    "bidiffsr-unet",
+    "BI-DiffSR diffusion super-resolution UNet, full precision (x_t, t, cond; width 64, mults 1/2/4/8)",
+    bidiffsr_unet,
+    default_size=64,
 )
-
-register(
-    ZooEntry(
-        name="bidiffsr-unet-small",
-        description="BI-DiffSR UNet topology at width 16 (mults 1/2/4/8), for training on a CPU",
-        factory=bidiffsr_unet_small,
-        example_inputs=bidiffsr_inputs,
-        default_size=32,
-    )
+register_diffusion_unet(
+    "bidiffsr-unet-small",
+    "BI-DiffSR UNet topology at width 16 (mults 1/2/4/8), for training on a CPU",
+    bidiffsr_unet_small,
+    default_size=32,
 )
-
-register(
-    ZooEntry(
-        name="bidiffsr-unet-tiny",
-        description="tiny BI-DiffSR UNet (width 16, two levels, 1/2 blocks per level), for fast tests",
-        factory=bidiffsr_unet_tiny,
-        example_inputs=bidiffsr_inputs,
-        default_size=16,
-    )
+register_diffusion_unet(
+    "bidiffsr-unet-tiny",
+    "tiny BI-DiffSR UNet (width 16, two levels, 1/2 blocks per level), for fast tests",
+    bidiffsr_unet_tiny,
+    default_size=16,
 )

@@ -27,57 +27,46 @@ Examples:
     >>> from binarize.zoo import ZOO
     >>> entry = ZOO.get("sr3-unet-tiny")
     >>> model = entry.build().eval()
-    >>> x_t, t, cond = entry.inputs()
-    >>> x_t.shape, t, cond.shape
-    (torch.Size([1, 3, 16, 16]), tensor([1234]), torch.Size([1, 3, 16, 16]))
-    >>> model(x_t, t, cond).shape
-    torch.Size([1, 3, 16, 16])
+    >>> model(*entry.inputs(8)).shape
+    torch.Size([1, 3, 8, 8])
+    >>> [len(level.attentions) for level in model.encoder]  # attention at 1/2 resolution only
+    [0, 1]
+    >>> model.decoder[1].upsample  # decoder[i] runs at the resolution of encoder[i]
+    Upsample(
+      (up): Upsample(scale_factor=2.0, mode='nearest')
+      (conv): Conv2d(32, 32, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))
+    )
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from binarize.zoo._registry import ZooEntry, register
+from binarize.zoo._parts import (
+    DecoderLevel,
+    EncoderLevel,
+    SelfAttention,
+    SinusoidalEmbedding,
+    check_dropout_and_groups,
+    check_widths,
+    register_diffusion_unet,
+    time_mlp,
+)
 
 __all__ = [
+    "DecoderLevel",
+    "EncoderLevel",
     "ResnetBlock",
     "SR3UNet",
     "SelfAttention",
-    "SinusoidalTimeEmbedding",
+    "SinusoidalEmbedding",
     "Upsample",
-    "sr3_inputs",
     "sr3_unet",
     "sr3_unet_tiny",
 ]
-
-
-class SinusoidalTimeEmbedding(nn.Module):
-    """The sinusoidal embedding of integer diffusion steps: ``dim // 2`` sines followed by as many cosines.
-
-    Step ``t`` at frequency ``k`` (``k = 0 .. dim // 2 - 1``) gives ``sin(t * f_k)`` and ``cos(t * f_k)`` with
-    ``f_k = exp(-ln(10000) * k / (dim // 2))``. The module has no parameters (the frequencies are a buffer).
-
-    Args:
-        dim: size of the embedding (even).
-    """
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        if dim < 2 or dim % 2:
-            raise ValueError(f"the time embedding size must be an even number >= 2, got {dim}")
-        half = dim // 2
-        frequencies = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
-        self.register_buffer("frequencies", frequencies, persistent=False)
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        """Embed steps ``t`` of shape ``(B,)`` as a ``(B, dim)`` float tensor."""
-        angles = t.to(self.frequencies.dtype)[:, None] * self.frequencies[None, :]
-        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
 class ResnetBlock(nn.Module):
@@ -115,33 +104,6 @@ class ResnetBlock(nn.Module):
         return h + self.res_conv(x)
 
 
-class SelfAttention(nn.Module):
-    """Single-head self-attention over the pixels of a feature map, with a residual connection.
-
-    The input is group-normalised, a bias-free 1x1 convolution gives queries, keys and values, and a 1x1 convolution
-    projects the attended values before they are added to the input. The shape of the input is never read into
-    Python numbers, so the module traces with ``torch.fx``.
-
-    Args:
-        channels: channels of the feature map.
-        groups: groups of the group norm.
-    """
-
-    def __init__(self, channels: int, groups: int = 32) -> None:
-        super().__init__()
-        self.norm = nn.GroupNorm(groups, channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1, bias=False)
-        self.out = nn.Conv2d(channels, channels, 1)
-        self.scale = channels**-0.5
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Attend over the ``H * W`` positions of ``x`` (``(B, C, H, W)``)."""
-        q, k, v = self.qkv(self.norm(x)).flatten(2).chunk(3, dim=1)  # each (B, C, H*W)
-        weights = torch.softmax(torch.bmm(q.transpose(1, 2), k) * self.scale, dim=-1)  # (B, HW, HW)
-        attended = torch.bmm(v, weights.transpose(1, 2))  # (B, C, HW)
-        return x + self.out(attended.reshape_as(x))
-
-
 class Upsample(nn.Module):
     """Nearest-neighbour upsampling by two followed by a 3x3 convolution (channels unchanged).
 
@@ -157,30 +119,6 @@ class Upsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Double the height and width of ``x``."""
         return self.conv(self.up(x))
-
-
-class _EncoderLevel(nn.Module):
-    """The residual blocks (with their attention layers, if any) and the downsampling of one encoder level."""
-
-    def __init__(self, blocks: list[ResnetBlock], attentions: list[SelfAttention], downsample: nn.Module | None):
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-        self.attentions = nn.ModuleList(attentions)
-        self.downsample = downsample
-
-
-class _DecoderLevel(nn.Module):
-    """The residual blocks (with their attention layers, if any) and the upsampling of one decoder level."""
-
-    def __init__(self, blocks: list[ResnetBlock], attentions: list[SelfAttention], upsample: nn.Module | None):
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-        self.attentions = nn.ModuleList(attentions)
-        self.upsample = upsample
-
-
-def _is_positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 class SR3UNet(nn.Module):
@@ -225,8 +163,8 @@ class SR3UNet(nn.Module):
         self.attention_resolutions = attention_resolutions
 
         time_dim = width
-        self.time_embedding = SinusoidalTimeEmbedding(width)
-        self.time_mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.SiLU(), nn.Linear(4 * width, time_dim))
+        self.time_embedding = SinusoidalEmbedding(width)
+        self.time_mlp = time_mlp(width)
 
         def block(dim_in: int, dim_out: int) -> ResnetBlock:
             return ResnetBlock(dim_in, dim_out, time_dim, dropout, norm_groups)
@@ -235,7 +173,7 @@ class SR3UNet(nn.Module):
         skip_channels = [width]
         channels = width
         levels = len(channel_mults)
-        encoder: list[_EncoderLevel] = []
+        encoder: list[EncoderLevel] = []
         for i, mult in enumerate(channel_mults):
             blocks, attentions = [], []
             for _ in range(res_blocks):
@@ -248,14 +186,14 @@ class SR3UNet(nn.Module):
             if i < levels - 1:
                 downsample = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
                 skip_channels.append(channels)
-            encoder.append(_EncoderLevel(blocks, attentions, downsample))
+            encoder.append(EncoderLevel(blocks, downsample, attentions))
         self.encoder = nn.ModuleList(encoder)
 
         self.middle_block1 = block(channels, channels)
         self.middle_attention = SelfAttention(channels, norm_groups)
         self.middle_block2 = block(channels, channels)
 
-        decoder: list[_DecoderLevel] = []
+        decoder: list[DecoderLevel] = []
         for i in reversed(range(levels)):
             blocks, attentions = [], []
             for _ in range(res_blocks + 1):
@@ -263,7 +201,7 @@ class SR3UNet(nn.Module):
                 channels = width * channel_mults[i]
                 if 2**i in attention_resolutions:
                     attentions.append(SelfAttention(channels, norm_groups))
-            decoder.append(_DecoderLevel(blocks, attentions, Upsample(channels) if i > 0 else None))
+            decoder.append(DecoderLevel(blocks, Upsample(channels) if i > 0 else None, attentions=attentions))
         # Indexed by resolution level, like the encoder: decoder[0] runs at full resolution (and runs last).
         self.decoder = nn.ModuleList(decoder[::-1])
 
@@ -280,25 +218,10 @@ class SR3UNet(nn.Module):
         h = self.stem(torch.cat([cond, x_t], dim=1))
         skips = [h]
         for level in self.encoder:
-            for j, block in enumerate(level.blocks):
-                h = block(h, temb)
-                if len(level.attentions) > 0:
-                    h = level.attentions[j](h)
-                skips.append(h)
-            if level.downsample is not None:
-                h = level.downsample(h)
-                skips.append(h)
-
+            h = level(h, temb, skips)
         h = self.middle_block2(self.middle_attention(self.middle_block1(h, temb)), temb)
-
-        for level in reversed(self.decoder):
-            for j, block in enumerate(level.blocks):
-                h = block(torch.cat([h, skips.pop()], dim=1), temb)
-                if len(level.attentions) > 0:
-                    h = level.attentions[j](h)
-            if level.upsample is not None:
-                h = level.upsample(h)
-
+        for level in reversed(self.decoder):  # decoder[0], at full resolution, runs last
+            h = level(h, temb, skips)
         return self.out_conv(self.out_act(self.out_norm(h)))
 
 
@@ -313,19 +236,14 @@ def _check_arguments(
     out_channels: int,
 ) -> None:
     """Raise ValueError for any argument of :class:`SR3UNet` that cannot build a network."""
-    for name, value in (
-        ("width", width),
-        ("res_blocks", res_blocks),
-        ("norm_groups", norm_groups),
-        ("in_channels", in_channels),
-        ("out_channels", out_channels),
-    ):
-        if not _is_positive_int(value):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if width % 2:
-        raise ValueError(f"width must be even (it is also the size of the sinusoidal time embedding), got {width}")
-    if not channel_mults or not all(_is_positive_int(m) for m in channel_mults):
-        raise ValueError(f"channel_mults must be a non-empty sequence of positive integers, got {channel_mults!r}")
+    positive = {
+        "width": width,
+        "res_blocks": res_blocks,
+        "norm_groups": norm_groups,
+        "in_channels": in_channels,
+        "out_channels": out_channels,
+    }
+    check_widths(positive, width, channel_mults, "it is also the size of the sinusoidal time embedding")
     factors = [2**i for i in range(len(channel_mults))]
     for factor in attention_resolutions:
         if factor not in factors:
@@ -333,14 +251,7 @@ def _check_arguments(
                 f"attention_resolutions holds downsampling factors of the levels ({factors} for "
                 f"{len(channel_mults)} levels), got {factor!r}"
             )
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
-    for channels in sorted({width} | {width * m for m in channel_mults}):
-        if channels % norm_groups:
-            raise ValueError(
-                f"norm_groups={norm_groups} must divide every channel count (width * each of channel_mults), "
-                f"but not {channels}"
-            )
+    check_dropout_and_groups(dropout, norm_groups, (width, *(width * m for m in channel_mults)))
 
 
 def sr3_unet(**kwargs: object) -> SR3UNet:
@@ -362,30 +273,15 @@ def sr3_unet_tiny(**kwargs: object) -> SR3UNet:
     return SR3UNet(**config)  # type: ignore[arg-type]
 
 
-def sr3_inputs(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Example ``(x_t, t, cond)``: two seeded ``(1, 3, size, size)`` images and the step ``tensor([1234])``."""
-    generator = torch.Generator().manual_seed(0)
-    x_t = torch.randn(1, 3, size, size, generator=generator)
-    cond = torch.randn(1, 3, size, size, generator=generator)
-    return x_t, torch.tensor([1234]), cond
-
-
-register(
-    ZooEntry(
-        name="sr3-unet",
-        description="SR3-style diffusion super-resolution UNet (x_t, t, cond; 64 channels, mults 1/2/4/8)",
-        factory=sr3_unet,
-        example_inputs=sr3_inputs,
-        default_size=64,
-    )
+register_diffusion_unet(
+    "sr3-unet",
+    "SR3-style diffusion super-resolution UNet (x_t, t, cond; 64 channels, mults 1/2/4/8)",
+    sr3_unet,
+    default_size=64,
 )
-
-register(
-    ZooEntry(
-        name="sr3-unet-tiny",
-        description="small SR3-style diffusion UNet (width 16, two levels, one block per level)",
-        factory=sr3_unet_tiny,
-        example_inputs=sr3_inputs,
-        default_size=16,
-    )
+register_diffusion_unet(
+    "sr3-unet-tiny",
+    "small SR3-style diffusion UNet (width 16, two levels, one block per level)",
+    sr3_unet_tiny,
+    default_size=16,
 )

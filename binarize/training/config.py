@@ -1,0 +1,292 @@
+"""Experiment configuration of ``binarize train``: a YAML file of plain data, with command-line overrides.
+
+.. code-block:: yaml
+
+    name: bidiffsr-small-x2
+    model: zoo:bidiffsr-unet-small      # any model spec (zoo:, timm:, file.py:factory) with forward(x_t, t, cond)
+    model_args: {}                      # keyword arguments for the zoo factory
+    recipe: bidiffsr                    # a shipped name, a YAML path, a mapping, or null for full precision
+    scale: 2
+    data: {source: embedded, patch: 64, batch: 8, workers: 0}
+    diffusion: {steps: 2000, beta_start: 1.0e-6, beta_end: 1.0e-2, target: residual, per_sample_t: true}
+    optim: {lr: 2.0e-4, betas: [0.9, 0.99], weight_decay: 0.0}
+    steps: 2000
+    seed: 0
+    log_every: 10
+    checkpoint_every: 200
+    eval_every: 0                       # held-out denoising loss every N steps (0: only at the end)
+    out: runs/bidiffsr-small-x2
+
+``binarize train CONFIG.yaml --set optim.lr=1e-4 --set steps=500`` overrides single keys (values are read as YAML).
+``CONFIG`` may also name an experiment shipped with the zoo (``binarize train bidiffsr-small-x2``; see
+:func:`available_experiments`).
+Every key is checked: an unknown key gets a "did you mean", a value of the wrong type says what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from binarize.errors import BinarizeError
+from binarize.recipe.source import did_you_mean
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "DiffusionConfig",
+    "ExperimentConfig",
+    "OptimConfig",
+    "available_experiments",
+    "load_config",
+]
+
+_SHIPPED = ("binarize.zoo", "experiments")
+
+
+class ConfigError(BinarizeError):
+    """An experiment configuration that does not validate."""
+
+
+@dataclass
+class DataConfig:
+    """Training data.
+
+    Attributes:
+        source: ``embedded`` (photographs shipped inside installed packages, no download) or an HR image folder.
+        lr_dir: a folder of matching LR images (DIV2K layout); ``null`` makes LR images by bicubic downscaling.
+        patch: side of the HR training patches (a multiple of the scale and of 8).
+        batch: patches per step (per process under torchrun).
+        workers: DataLoader worker processes.
+    """
+
+    source: str = "embedded"
+    lr_dir: str | None = None
+    patch: int = 64
+    batch: int = 8
+    workers: int = 0
+
+
+@dataclass
+class DiffusionConfig:
+    """The diffusion process.
+
+    Attributes:
+        steps: number of timesteps :math:`T`.
+        beta_start: first beta of the linear schedule.
+        beta_end: last beta.
+        target: ``epsilon`` (the paper), ``x0`` or ``residual`` (see :mod:`binarize.diffusion.targets`).
+        per_sample_t: one timestep per sample (else one per batch, as the authors' release).
+        sampling_steps: DDIM steps for evaluation and upscaling.
+    """
+
+    steps: int = 2000
+    beta_start: float = 1e-6
+    beta_end: float = 1e-2
+    target: str = "residual"
+    per_sample_t: bool = True
+    sampling_steps: int = 50
+
+
+@dataclass
+class OptimConfig:
+    """Adam.
+
+    Attributes:
+        lr: learning rate (constant).
+        betas: Adam's betas.
+        weight_decay: L2 penalty.
+    """
+
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+
+
+@dataclass
+class ExperimentConfig:
+    """One training experiment (see the module docstring for the YAML form)."""
+
+    name: str = "experiment"
+    model: str = "zoo:bidiffsr-unet-small"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    recipe: str | dict[str, Any] | None = "bidiffsr"
+    scale: int = 2
+    data: DataConfig = field(default_factory=DataConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    steps: int = 1000
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 200
+    eval_every: int = 0
+    out: str = "runs/experiment"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (what a checkpoint stores and ``load_config`` reads back)."""
+        data = dataclasses.asdict(self)
+        data["optim"]["betas"] = list(self.optim.betas)
+        return data
+
+    def validate(self) -> ExperimentConfig:
+        """Check values that types alone do not catch; returns ``self``.
+
+        Raises:
+            ConfigError: with what is wrong and how to fix it.
+        """
+        from binarize.diffusion import PREDICTION_TARGETS
+
+        problems = []
+        for key, value in (("scale", self.scale), ("steps", self.steps), ("data.batch", self.data.batch),
+                           ("data.patch", self.data.patch), ("diffusion.steps", self.diffusion.steps),
+                           ("diffusion.sampling_steps", self.diffusion.sampling_steps)):
+            if value < 1:
+                problems.append(f"{key} must be positive, got {value}")
+        for key, value in (("log_every", self.log_every), ("checkpoint_every", self.checkpoint_every),
+                           ("eval_every", self.eval_every), ("data.workers", self.data.workers)):
+            if value < 0:
+                problems.append(f"{key} must be 0 or more, got {value}")
+        if self.data.patch % (8 * self.scale):
+            problems.append(
+                f"data.patch must be a multiple of 8 x scale = {8 * self.scale} (the LR patch must be a multiple of 8 "
+                f"for the UNet), got {self.data.patch}"
+            )
+        if self.diffusion.target not in PREDICTION_TARGETS:
+            problems.append(
+                f"diffusion.target must be one of {', '.join(PREDICTION_TARGETS.names())}, got "
+                f"{self.diffusion.target!r}.{did_you_mean(self.diffusion.target, PREDICTION_TARGETS.names())}"
+            )
+        if self.diffusion.sampling_steps > self.diffusion.steps:
+            problems.append("diffusion.sampling_steps cannot exceed diffusion.steps")
+        if self.optim.lr <= 0:
+            problems.append(f"optim.lr must be positive, got {self.optim.lr}")
+        if problems:
+            raise ConfigError("invalid experiment config: " + "; ".join(problems))
+        return self
+
+
+_SECTIONS: dict[str, type] = {"data": DataConfig, "diffusion": DiffusionConfig, "optim": OptimConfig}
+
+
+def _convert(value: Any, annotation: str, where: str) -> Any:
+    """Check ``value`` against a field's annotation (as written in this module) and normalise it."""
+    kinds = [part.strip() for part in annotation.split("|")]
+    if value is None:
+        if "None" in kinds:
+            return None
+        raise ConfigError(f"{where} cannot be null")
+    for kind in kinds:
+        if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind == "float" and isinstance(value, str) and _is_number(value):
+            return float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string
+        if kind == "bool" and isinstance(value, bool):
+            return value
+        if kind == "str" and isinstance(value, str):
+            return value
+        if kind.startswith("dict") and isinstance(value, Mapping):
+            return dict(value)
+        if kind.startswith("tuple[float, float]") and isinstance(value, Sequence) and len(value) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        ):
+            return (float(value[0]), float(value[1]))
+    raise ConfigError(f"{where} must be {annotation.replace('dict[str, Any]', 'a mapping')}, got {value!r}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'the config'} must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise ConfigError(
+                f"unknown key {path!r}.{did_you_mean(str(key), list(fields))} Allowed: {', '.join(fields)}"
+            )
+        annotation = str(fields[key].type)
+        values[key] = _build(_SECTIONS[key], value, path) if key in _SECTIONS else _convert(value, annotation, path)
+    return cls(**values)
+
+
+def _override(data: dict[str, Any], assignment: str) -> None:
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"an override is KEY=VALUE (e.g. optim.lr=1e-4), got {assignment!r}")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {assignment!r}: the value is not valid YAML ({exc})") from None
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {assignment!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def available_experiments() -> list[str]:
+    """The experiment configs shipped with the zoo, by name (``binarize train NAME``)."""
+    from importlib import resources
+
+    folder = resources.files(_SHIPPED[0]) / _SHIPPED[1]
+    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def _shipped(name: str) -> Path | None:
+    from importlib import resources
+
+    if name not in available_experiments():
+        return None
+    return Path(str(resources.files(_SHIPPED[0]) / _SHIPPED[1] / f"{name}.yaml"))
+
+
+def load_config(source: str | Path | Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read an experiment config from a YAML file, a shipped experiment's name or a mapping (``None``: all defaults)
+    and apply ``overrides``.
+
+    Raises:
+        ConfigError: an unreadable file, an unknown key, a value of the wrong type or out of range.
+    """
+    if source is None:
+        data: dict[str, Any] = {}
+    elif isinstance(source, Mapping):
+        data = copy.deepcopy(dict(source))
+    else:
+        path = Path(source)
+        if not path.exists() and isinstance(source, str) and (shipped := _shipped(source)) is not None:
+            path = shipped
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            hint = did_you_mean(str(source), available_experiments())
+            raise ConfigError(
+                f"cannot read the config {str(path)!r}: {exc.strerror or exc}.{hint} A config is a YAML file or one "
+                f"of the shipped experiments: {', '.join(available_experiments())}"
+            ) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        data = loaded if loaded is not None else {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: an experiment config is a mapping of keys, got {type(data).__name__}")
+    for assignment in overrides:
+        _override(data, assignment)
+    return _build(ExperimentConfig, data, "").validate()

@@ -1,0 +1,35 @@
+"""The data of an experiment: training patches and the held-out batch of the denoising loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from binarize.data import ImageFolder, SRPatches, bicubic_downscale, bicubic_upscale, embedded_photos
+from binarize.training.config import ExperimentConfig
+
+__all__ = ["HELD_OUT_CROP", "held_out_batch", "patch_dataset", "training_images"]
+
+#: Side of the centred crops of the held-out photos used for the denoising loss and quick evaluations.
+HELD_OUT_CROP = 128
+
+
+def training_images(config: ExperimentConfig) -> list[Tensor]:
+    """The HR training images: the embedded training photos, or the images of the ``data.source`` folder."""
+    if config.data.source == "embedded":
+        return [image for _, image in embedded_photos("train")]
+    folder = ImageFolder(config.data.source, lr_dir=config.data.lr_dir, scale=config.scale)
+    return folder.images()
+
+
+def patch_dataset(config: ExperimentConfig, world: int = 1) -> Dataset:
+    """Random augmented patches, enough for every step of every process (item ``i`` is fixed by the seed)."""
+    length = config.steps * config.data.batch * world
+    return SRPatches(training_images(config), config.scale, config.data.patch, length, augment=True, seed=config.seed)
+
+
+def held_out_batch(config: ExperimentConfig) -> tuple[Tensor, Tensor]:
+    """``(hr, cond)`` of the embedded held-out photos (centred ``HELD_OUT_CROP`` crops), for the denoising loss."""
+    hr = torch.stack([image for _, image in embedded_photos("test", crop=HELD_OUT_CROP)])
+    return hr, bicubic_upscale(bicubic_downscale(hr, config.scale), config.scale)

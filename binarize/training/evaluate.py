@@ -1,0 +1,151 @@
+"""Evaluation and upscaling with a trained checkpoint: ``binarize eval`` and ``binarize upscale``.
+
+Evaluation upscales every test image (its bicubic-downscaled LR image, or the given LR image) with DDIM sampling and
+reports PSNR-Y and SSIM-Y (:mod:`binarize.metrics`, ``scale`` border pixels cropped) per image and their mean,
+next to bicubic upsampling as the baseline. It writes ``eval.json``, ``eval.md`` (the same table in Markdown) and
+``eval.png`` (per image: bicubic, the model's result and the HR image side by side).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from binarize.data import ImageFolder, bicubic_downscale, bicubic_upscale, embedded_photos, mod_crop, save_image
+from binarize.diffusion import PREDICTION_TARGETS, DDIMSampler, NoiseSchedule
+from binarize.metrics import psnr_y, ssim_y
+from binarize.training.checkpoint import Checkpoint, CheckpointError, read_checkpoint
+from binarize.training.config import ExperimentConfig
+from binarize.training.data import HELD_OUT_CROP
+from binarize.training.model import build_model
+
+__all__ = ["EvalReport", "evaluate", "load_model", "sampler_for", "test_images", "upscale_image"]
+
+
+def load_model(checkpoint: str | Path | Checkpoint) -> tuple[nn.Module, Checkpoint]:
+    """The checkpoint's network, rebuilt from the file alone (model spec, recipe) and in eval mode.
+
+    Raises:
+        CheckpointError: the file is not a checkpoint, or its weights do not fit the model its config describes.
+    """
+    found = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint)
+    built = build_model(found.config, found.recipe, from_config=found.recipe is not None)
+    try:
+        built.model.load_state_dict(found.model_state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{found.path}: the weights do not fit {found.config.model} ({first})") from None
+    return built.model.eval(), found
+
+
+def sampler_for(config: ExperimentConfig, steps: int | None = None) -> DDIMSampler:
+    """The DDIM sampler of an experiment (its schedule and target; ``steps`` overrides the sampling steps)."""
+    schedule = NoiseSchedule.linear(config.diffusion.steps, config.diffusion.beta_start, config.diffusion.beta_end)
+    return DDIMSampler(schedule, PREDICTION_TARGETS.get(config.diffusion.target),
+                       steps or config.diffusion.sampling_steps)
+
+
+def test_images(scale: int, folder: str | None = None, lr_dir: str | None = None,
+                crop: int | None = HELD_OUT_CROP) -> list[tuple[str, Tensor, Tensor]]:
+    """``(name, hr, lr)`` of the evaluation images: the embedded held-out photos (centred ``crop`` crops; ``None``:
+    whole) or an image folder (HR only, or HR/LR pairs)."""
+    if folder is None:
+        return [
+            (name, hr, bicubic_downscale(hr, scale))
+            for name, hr in ((n, mod_crop(image, scale)) for n, image in embedded_photos("test", crop=crop))
+        ]
+    dataset = ImageFolder(folder, lr_dir=lr_dir, scale=scale)
+    return [(dataset.names[i], item["hr"], item["lr"]) for i, item in enumerate(dataset)]
+
+
+def upscale_image(
+    model: nn.Module, config: ExperimentConfig, lr: Tensor, *, steps: int | None = None, tile: int | None = None,
+    seed: int = 0, progress: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Super-resolve one LR image ``(3, h, w)`` in ``[0, 1]`` by the experiment's scale; any size works."""
+    cond = bicubic_upscale(lr[None], config.scale)
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    out = sampler_for(config, steps).upscale(model, cond.to(device), tile=tile, generator=generator,
+                                             progress=progress)
+    return out[0].cpu()
+
+
+@dataclass
+class EvalReport:
+    """Per-image and mean PSNR-Y / SSIM-Y of the model and of bicubic upsampling."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def mean(self) -> dict[str, float]:
+        keys = ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")
+        return {k: sum(r[k] for r in self.rows) / len(self.rows) for k in keys}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"images": self.rows, "mean": self.mean}
+
+    def markdown(self, title: str) -> str:
+        lines = [f"# {title}", "", "| image | size | bicubic PSNR-Y | PSNR-Y | bicubic SSIM-Y | SSIM-Y |",
+                 "| --- | --- | --- | --- | --- | --- |"]
+        for r in [*self.rows, {"name": "**mean**", "size": "", **self.mean}]:
+            lines.append(
+                f"| {r['name']} | {r['size']} | {r['bicubic_psnr_y']:.2f} | {r['psnr_y']:.2f} | "
+                f"{r['bicubic_ssim_y']:.4f} | {r['ssim_y']:.4f} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def evaluate(
+    model: nn.Module,
+    config: ExperimentConfig,
+    images: Sequence[tuple[str, Tensor, Tensor]],
+    *,
+    steps: int | None = None,
+    seed: int = 0,
+    tile: int | None = None,
+    out: str | Path | None = None,
+    title: str = "evaluation",
+) -> EvalReport:
+    """Upscale ``images`` (``(name, hr, lr)``) and measure them; with ``out``, write the JSON, Markdown and PNG."""
+    report = EvalReport()
+    panels = []
+    for name, hr, lr in images:
+        sr = upscale_image(model, config, lr, steps=steps, tile=tile, seed=seed)
+        bicubic = bicubic_upscale(lr[None], config.scale)[0].clamp(0, 1)
+        size = f"{hr.shape[-1]}x{hr.shape[-2]}"
+        report.rows.append({
+            "name": name, "size": size,
+            "psnr_y": psnr_y(sr, hr, config.scale), "ssim_y": ssim_y(sr, hr, config.scale),
+            "bicubic_psnr_y": psnr_y(bicubic, hr, config.scale), "bicubic_ssim_y": ssim_y(bicubic, hr, config.scale),
+        })
+        panels.append(torch.cat([bicubic, sr, hr], dim=-1))
+    if out is not None:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_text(folder / "eval.json", json.dumps(report.to_dict(), indent=2) + "\n")
+        _write_text(folder / "eval.md", report.markdown(title))
+        save_image(_stack(panels), folder / "eval.png")
+    return report
+
+
+def _stack(panels: list[Tensor]) -> Tensor:
+    """Panels of different sizes one above the other, on a white background."""
+    width = max(p.shape[-1] for p in panels)
+    rows = [torch.nn.functional.pad(p, (0, width - p.shape[-1], 0, 4), value=1.0) for p in panels]
+    return torch.cat(rows, dim=-2)
+
+
+def _write_text(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    os.replace(temporary, path)

@@ -1,0 +1,247 @@
+r"""The training loop of ``binarize train``: exact resumption, JSON-lines logs, safetensors checkpoints, DDP.
+
+Every step is a pure function of ``(seed, step, rank)``: the patches it trains on (item ``(step * world + rank) *
+batch + i`` of a deterministic patch dataset), its timesteps and noise (a generator seeded from the triple) and the
+dropout masks (the global generator is re-seeded from it). So a run that stops after any checkpoint and resumes from
+it computes exactly what an uninterrupted run computes: :math:`N` steps equal :math:`N/2` steps, a restart and
+:math:`N/2` more, bit for bit on the CPU.
+
+Under ``torchrun --nproc_per_node N`` (the environment variables ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) the model
+is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel` (gloo on the CPU, nccl on CUDA); each process trains
+on its own patches and rank 0 logs and writes checkpoints.
+
+Files in the run folder (``config.out``): ``config.yaml`` (the resolved experiment), ``log.jsonl`` (one JSON object
+per logged step: ``step``, ``loss``, ``steps_per_s``, ``elapsed_s`` and, on evaluation steps,
+``held_out_loss``), ``checkpoints/step_<N>.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch import Tensor, nn
+
+from binarize.diffusion import PREDICTION_TARGETS, NoiseSchedule, denoising_loss, draw_timesteps, training_loss
+from binarize.training.checkpoint import CheckpointError, latest_checkpoint, read_checkpoint, write_checkpoint
+from binarize.training.config import ExperimentConfig
+from binarize.training.data import held_out_batch, patch_dataset
+from binarize.training.model import build_model
+
+__all__ = ["TrainResult", "step_seed", "train"]
+
+
+@dataclass
+class TrainResult:
+    """What a call of :func:`train` did.
+
+    Attributes:
+        model: the trained network (unwrapped from DDP).
+        step: the steps done in total (including those before a resume).
+        resumed_from: the checkpoint the run resumed from, if any.
+        last_checkpoint: the last checkpoint written (or found).
+        losses: the training loss of every step run in this call.
+    """
+
+    model: nn.Module
+    step: int
+    resumed_from: Path | None
+    last_checkpoint: Path | None
+    losses: list[float]
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A 63-bit seed for one step of one process (distinct for every triple)."""
+    return (seed * 1_000_003 + step * 7919 + rank * 104_729 + 1) % (2**63 - 1)
+
+
+@dataclass
+class _Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_environment(cls) -> _Distributed:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return cls(rank, world, local)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def _device(place: _Distributed) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(place.local_rank)
+        return torch.device("cuda", place.local_rank)
+    return torch.device("cpu")
+
+
+def _batches(dataset: Any, config: ExperimentConfig, place: _Distributed, start: int) -> Iterator[dict[str, Tensor]]:
+    """The batches of steps ``start, start + 1, ...`` for this process (loaded with ``data.workers`` workers)."""
+    from torch.utils.data import DataLoader
+
+    batch = config.data.batch
+    indices = [
+        (step * place.world + place.rank) * batch + i for step in range(start, config.steps) for i in range(batch)
+    ]
+    loader = DataLoader(dataset, batch_size=batch, sampler=indices, num_workers=config.data.workers,
+                        persistent_workers=False, drop_last=False)
+    yield from loader
+
+
+def train(
+    config: ExperimentConfig,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+    echo: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train ``config`` (resuming from the run folder's latest checkpoint unless ``resume=False``).
+
+    Args:
+        config: the experiment.
+        resume: continue from ``out/checkpoints`` when a checkpoint is there.
+        progress: show a progress bar (rank 0) with the loss and the speed.
+        stop_after: stop after this many steps of this call (for tests and time-boxed runs), after checkpointing.
+        echo: where one-line messages go (rank 0).
+    """
+    place = _Distributed.from_environment()
+    device = _device(place)
+    out = Path(config.out)
+    folder = out / "checkpoints"
+    built = build_model(config)
+    model = built.model.to(device).train()
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay
+    )
+    start, resumed_from = 0, None
+    found = latest_checkpoint(folder) if resume else None
+    if found is not None:
+        start = _restore(found, model, optimizer, built.recipe_hash, config)
+        resumed_from = found
+        if place.main:
+            echo(f"resuming from {found} (step {start})")
+    if place.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    wrapped: nn.Module = model
+    if place.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    schedule = NoiseSchedule.linear(config.diffusion.steps, config.diffusion.beta_start, config.diffusion.beta_end)
+    target = PREDICTION_TARGETS.get(config.diffusion.target)
+    dataset = patch_dataset(config, place.world)
+    held_out = held_out_batch(config) if place.main else None
+    end = config.steps if stop_after is None else min(config.steps, start + stop_after)
+    bar = _progress(progress and place.main, start, config.steps)
+    losses: list[float] = []
+    last = found
+    began = time.perf_counter()
+    log = (out / "log.jsonl").open("a", encoding="utf-8") if place.main else None
+    in_step = False
+    try:
+        for step, batch in zip(range(start, end), _batches(dataset, config, place, start)):
+            seed = step_seed(config.seed, step, place.rank)
+            generator = torch.Generator().manual_seed(seed)
+            torch.manual_seed(seed)  # dropout
+            hr, cond = batch["hr"].to(device), batch["cond"].to(device)
+            t = draw_timesteps(hr.shape[0], schedule.steps, generator, per_sample=config.diffusion.per_sample_t)
+            noise = torch.randn(hr.shape, generator=generator).to(device)
+            loss = training_loss(wrapped, schedule, target, hr, cond, t, noise)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            in_step = True  # only the optimiser step changes what a checkpoint holds
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            in_step = False
+            done = step + 1
+            record: dict[str, Any] = {"step": done, "loss": losses[-1]}
+            if place.main and held_out is not None and (
+                (config.eval_every and done % config.eval_every == 0) or done == config.steps
+            ):
+                model.eval()
+                record["held_out_loss"] = denoising_loss(model, schedule, target, *held_out)
+                model.train()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            elapsed = time.perf_counter() - began
+            if log is not None and (done % max(config.log_every, 1) == 0 or done == end or "held_out_loss" in record):
+                record.update(steps_per_s=round((done - start) / elapsed, 4), elapsed_s=round(elapsed, 3))
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            if (config.checkpoint_every and done % config.checkpoint_every == 0) or done == end:
+                last = _save(folder, model, optimizer, config, built, done, place)
+    except KeyboardInterrupt:
+        # The last step finished (its optimiser step is done): keep it, so a restart loses nothing.
+        finished = start + len(losses)
+        consistent = not in_step  # an interrupt inside the optimiser step may have left weights half-updated
+        if place.world == 1 and losses and consistent and (
+            last is None or last.name != f"step_{finished:08d}.safetensors"
+        ):
+            last = _save(folder, model, optimizer, config, built, finished, place)
+            echo(f"interrupted: saved {last}; run the same command to resume")
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        if log is not None:
+            log.close()
+    return TrainResult(model, max(start, start + len(losses)), resumed_from, last, losses)
+
+
+def _save(folder: Path, model: nn.Module, optimizer: Any, config: ExperimentConfig, built: Any, step: int,
+          place: _Distributed) -> Path:
+    path = folder / f"step_{step:08d}.safetensors"
+    if place.main:
+        write_checkpoint(path, model=model, config=config, recipe=built.recipe, recipe_hash=built.recipe_hash,
+                         step=step, optimizer=optimizer)
+    place.barrier()
+    return path
+
+
+def _restore(path: Path, model: nn.Module, optimizer: Any, recipe_hash: str, config: ExperimentConfig) -> int:
+    checkpoint = read_checkpoint(path)
+    if checkpoint.recipe_hash != recipe_hash:
+        raise CheckpointError(
+            f"{path} was trained with another recipe (hash {checkpoint.recipe_hash[:12] or 'none'}, this config's is "
+            f"{recipe_hash[:12] or 'none'}); use another `out` folder, or the recipe it was trained with"
+        )
+    if checkpoint.config.model != config.model or checkpoint.config.model_args != config.model_args:
+        raise CheckpointError(
+            f"{path} holds {checkpoint.config.model} {checkpoint.config.model_args}, not {config.model} "
+            f"{config.model_args}; use another `out` folder"
+        )
+    model.load_state_dict(checkpoint.model_state)
+    if checkpoint.optimizer_state is not None:
+        optimizer.load_state_dict(checkpoint.optimizer_state)
+    return checkpoint.step
+
+
+def _progress(enabled: bool, start: int, total: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)

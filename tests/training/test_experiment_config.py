@@ -1,0 +1,54 @@
+"""Experiment configs of ``binarize train``: defaults, YAML files, overrides and their errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from binarize.training import ConfigError, ExperimentConfig, load_config
+
+
+def test_defaults_and_round_trip() -> None:
+    config = load_config()
+    assert config == ExperimentConfig().validate()
+    assert load_config(config.to_dict()) == config
+    assert config.diffusion.target == "residual" and config.diffusion.steps == 2000
+
+
+def test_yaml_file_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: x\nmodel: zoo:bidiffsr-unet-tiny\nrecipe: null\ndata: {patch: 32, batch: 2}\n")
+    config = load_config(path, ["optim.lr=1e-3", "optim.betas=[0.8, 0.9]", "diffusion.target=epsilon", "steps=7"])
+    assert config.recipe is None and config.data.patch == 32 and config.steps == 7
+    assert config.optim.lr == 1e-3 and config.optim.betas == (0.8, 0.9)
+    assert config.diffusion.target == "epsilon"
+
+
+@pytest.mark.parametrize(
+    ("data", "overrides", "message"),
+    [
+        ({"stepz": 3}, [], "unknown key 'stepz'.*Did you mean 'steps'"),
+        ({"data": {"bach": 3}}, [], "unknown key 'data.bach'.*'batch'"),
+        ({"steps": "many"}, [], "steps must be int"),
+        ({"optim": {"betas": [0.9]}}, [], "optim.betas must be tuple"),
+        ({"diffusion": {"target": "eps"}}, [], "diffusion.target must be one of epsilon, residual, x0"),
+        ({"data": {"patch": 40}}, [], "multiple of 8 x scale = 16"),
+        ({"steps": 0}, [], "steps must be positive"),
+        ({}, ["steps"], "KEY=VALUE"),
+        ({}, ["data=3", "data.batch=2"], "'data' is not a section"),
+        ({"diffusion": {"sampling_steps": 3000}}, [], "cannot exceed"),
+    ],
+)
+def test_bad_configs_say_what_is_wrong(data: dict, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(data, overrides)
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
