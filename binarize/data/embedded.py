@@ -15,12 +15,14 @@ name                       source                                            H x
 ``immunohistochemistry``   ``skimage.data.immunohistochemistry()``           512 x 512     train
 ``motorcycle``             ``skimage.data.stereo_motorcycle()[0]`` (left)    500 x 741     train
 ``hubble_deep_field``      ``skimage.data.hubble_deep_field()``              872 x 1000    train
-``retina``                 ``skimage.data.retina()``                         1411 x 1411   train
 ``china``                  ``sklearn`` sample image ``china.jpg``            427 x 640     train
 =========================  ================================================  ============  =====
 
 Left out on purpose: ``skimage.data.cat`` (the same photograph as ``chelsea``, which would leak the test set
-into training) and the synthetic or grayscale images (``camera``, ``colorwheel``, ``checkerboard``, ...).
+into training), ``skimage.data.retina`` (a smooth fundus photograph with almost no detail at x2: the mean
+:math:`|HR - \text{bicubic}|` is 0.002 against 0.013 to 0.038 for the photos above, and as the largest image it would
+make a third of the area-weighted training patches uninformative) and the synthetic or grayscale images
+(``camera``, ``colorwheel``, ``checkerboard``, ...).
 
 Each photo is decoded once per process (:func:`functools.lru_cache`); every call returns a fresh copy, so callers
 may modify what they get.
@@ -61,7 +63,6 @@ TRAIN: tuple[str, ...] = (
     "immunohistochemistry",
     "motorcycle",
     "hubble_deep_field",
-    "retina",
     "china",
 )
 #: The photo names of each split, in a fixed order.
@@ -132,7 +133,7 @@ def _register(name: str, read: Callable[[], np.ndarray], source: str) -> None:
     EMBEDDED_PHOTOS.register(name, load)
 
 
-for _name in ("chelsea", "astronaut", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina"):
+for _name in ("chelsea", "astronaut", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field"):
     _register(_name, _skimage(_name), f"skimage.data.{_name}()")
 _register("motorcycle", _skimage_motorcycle, "skimage.data.stereo_motorcycle()[0]")
 _register("flower", _sklearn("flower.jpg"), "sklearn.datasets.load_sample_images(), flower.jpg")

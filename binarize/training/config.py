@@ -272,7 +272,7 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None, overrides:
         data = copy.deepcopy(dict(source))
     else:
         path = Path(source)
-        if not path.exists() and isinstance(source, str) and (shipped := _shipped(source)) is not None:
+        if not path.is_file() and isinstance(source, str) and (shipped := _shipped(source)) is not None:
             path = shipped
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
