@@ -16,7 +16,7 @@ Boundaries come from the autograd graph of the recorded pass, not from call orde
 model's input with no other candidate in between counts as first (a model can have parallel stems, or a stem of
 parallel branches), and every layer whose output reaches the model's output with no other candidate in between,
 and that feeds no other such layer, counts as last (a distillation head beside the classifier, several heads).
-Registration and fx order have no such ties.
+The fx order finds the same boundaries from the traced graph's data flow; registration order has no such ties.
 
 The forward pass runs on fake tensors (shapes only, no arithmetic) when the model allows it, else on real ones.
 It runs in eval mode under ``torch.no_grad()`` and every module's ``training`` flag is restored
@@ -227,6 +227,7 @@ def _fx_order(model: nn.Module, modules: Sequence[nn.Module]) -> Positions | Non
     except Exception:  # noqa: BLE001 - untraceable models fall back to registration order
         return None
     positions: Positions = {}
+    node_index: dict[Any, int] = {}
     for position, node in enumerate(graph.nodes):
         if node.op != "call_module":
             continue
@@ -236,6 +237,27 @@ def _fx_order(model: nn.Module, modules: Sequence[nn.Module]) -> Positions | Non
             continue
         index = index_of.get(id(module))
         if index is not None:
+            node_index[node] = index
             first = positions.get(index, (position, position))[0]
             positions[index] = (first, position)
-    return positions
+    # Boundaries from the data flow, as the recorded forward pass finds them: a layer with no other candidate
+    # upstream is first (a diffusion UNet's stem beside its time MLP), one with none downstream is last.
+    sources = {i for node, i in node_index.items() if not _graph_reaches(node, node_index, upstream=True)}
+    sinks = {i for node, i in node_index.items() if not _graph_reaches(node, node_index, upstream=False)}
+    return {i: (-1 if i in sources else c[0], sys.maxsize if i in sinks else c[1]) for i, c in positions.items()}
+
+
+def _graph_reaches(start: Any, candidates: Mapping[Any, int], *, upstream: bool) -> bool:
+    """Whether another candidate call lies upstream (or downstream) of ``start`` in the fx graph."""
+    step = (lambda n: n.all_input_nodes) if upstream else (lambda n: list(n.users))
+    seen: set[Any] = set()
+    stack = list(step(start))
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node in candidates:
+            return True
+        stack.extend(step(node))
+    return False

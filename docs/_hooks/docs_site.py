@@ -4,6 +4,8 @@ At build time, from the installed package (nothing generated is committed):
 
 * the recipe gallery (``recipes/*.md``), one page per shipped recipe, and its navigation entries;
 * plots of every registered binarizer (``assets/plots/binarizers/NAME.png``);
+* the BI-DiffSR architecture figures, drawn from the binarized ``zoo:bidiffsr-unet``
+  (``assets/figures/bidiffsr/unet.svg`` and ``blocks.svg``);
 * MathJax, copied from the ``django-static-mathjax`` Python package into ``assets/mathjax/`` (no CDN: the site
   works offline);
 * placeholders in the Markdown sources: ``<!-- generated: cli-help -->`` (the argparse help of every command),
@@ -22,6 +24,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import architecture  # noqa: E402
 import cli_page  # noqa: E402
 import gallery  # noqa: E402
 import graph_tables  # noqa: E402
@@ -67,11 +70,13 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:
-    """Add the generated pages, plots and the MathJax files."""
+    """Add the generated pages, plots, figures and the MathJax files."""
     for path, text in gallery.render_all().items():
         files.append(File.generated(config, path, content=text))
     for path, png in plots.render_all().items():
         files.append(File.generated(config, path, content=png))
+    for path, svg in architecture.render_all().items():
+        files.append(File.generated(config, path, content=svg))
     root = mathjax_root()
     files.append(File.generated(config, f"{MATHJAX_DIR}/LICENSE", abs_src_path=str(root / "LICENSE")))
     es5 = root / "es5"

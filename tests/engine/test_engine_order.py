@@ -167,3 +167,31 @@ def test_blocks_on_a_residual_stream_are_not_all_last() -> None:
 
     actions = {d.candidate.name: d.action for d in plan(Stream(), FIRST_LAST, example_inputs=torch.randn(2, 4)).decisions}
     assert actions == {"blocks.0": "keep", "blocks.1": "binarize", "blocks.2": "keep"}
+
+
+class StemAndTimeMLP(nn.Module):
+    """A diffusion-style model: the time MLP runs before the stem, both read model inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.time_mlp = nn.Sequential(nn.Linear(4, 8), nn.SiLU(), nn.Linear(8, 8))
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.body = nn.Conv2d(8, 8, 3, padding=1)
+        self.out = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        emb = self.time_mlp(t)
+        return self.out(self.body(self.stem(x) + emb[:, :, None, None]))
+
+
+def test_fx_order_finds_every_input_layer_from_the_data_flow() -> None:
+    model = StemAndTimeMLP()
+    modules = [model.time_mlp[0], model.time_mlp[2], model.stem, model.body, model.out]
+    positions, source = execution_order(model, modules)
+    assert source == "fx"
+    firsts = [i for i, (first, _) in positions.items() if first == -1]
+    lasts = [i for i, (_, last) in positions.items() if last == sys.maxsize]
+    assert firsts == [0, 2] and lasts == [4]  # time_mlp.0 and the stem; the output conv
+    recipe = Recipe("convs", rules=(Rule.binarize({"type": ["Conv2d"]}), Rule.keep("first"), Rule.keep("last")))
+    binary = binarize(model, recipe)
+    assert [e["name"] for e in binary.binarize_report.replaced] == ["body"]
