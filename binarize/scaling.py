@@ -46,6 +46,15 @@ class WeightScale(nn.Module):
         """The scale as plain data, ``{"name": ..., **kwargs}``."""
         return {"name": self.name}
 
+    def mean_abs_dims(self, weight: Tensor) -> tuple[int, ...] | None:
+        r"""The dimensions of ``weight`` that :math:`\alpha = \operatorname{mean}(|W|)` averages over, when ``forward``
+        returns the weight itself and such an ``alpha`` without gradient; ``None`` for any other scale.
+
+        A binary layer then computes the scale inside its fused operation (:mod:`binarize.nn.functional`), in the
+        buffer that becomes the binary weight. ``()`` means no ``alpha`` at all (:class:`NoScale`).
+        """
+        return None
+
     def forward(self, weight: Tensor) -> tuple[Tensor, Tensor | None]:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -55,6 +64,9 @@ class NoScale(WeightScale):
     r"""No rescaling: :math:`\alpha = 1` (BinaryNet)."""
 
     name = "none"
+
+    def mean_abs_dims(self, weight: Tensor) -> tuple[int, ...] | None:
+        return () if type(self).forward is NoScale.forward else None
 
     def forward(self, weight: Tensor) -> tuple[Tensor, Tensor | None]:
         return weight, None
@@ -68,6 +80,9 @@ class MeanAbs(WeightScale):
     """
 
     name = "mean_abs"
+
+    def mean_abs_dims(self, weight: Tensor) -> tuple[int, ...] | None:
+        return tuple(range(weight.dim())) if type(self).forward is MeanAbs.forward else None
 
     def forward(self, weight: Tensor) -> tuple[Tensor, Tensor | None]:
         return weight, weight.detach().abs().mean()
@@ -91,6 +106,11 @@ class ChannelMeanAbs(WeightScale):
         if not isinstance(gradient, bool):
             raise TypeError(f"gradient must be true or false, got {gradient!r}")
         self.gradient = gradient
+
+    def mean_abs_dims(self, weight: Tensor) -> tuple[int, ...] | None:
+        if self.gradient or type(self).forward is not ChannelMeanAbs.forward:
+            return None
+        return _reduce_dims(weight, self.out_dim)
 
     def forward(self, weight: Tensor) -> tuple[Tensor, Tensor | None]:
         source = weight if self.gradient else weight.detach()

@@ -86,3 +86,21 @@ def test_scale_errors() -> None:
         make_scale(1.5, w, 0)
     with pytest.raises(ValueError, match="out_dim 3"):
         make_scale("learnable", w, 3)
+
+
+def test_mean_abs_dims_only_for_scales_whose_alpha_is_a_mean_without_gradient() -> None:
+    weight = torch.randn(4, 3, 3, 3)
+    dims = {name: make_scale(name, weight, 0).mean_abs_dims(weight) for name in SCALES.names() if name != "none"}
+    assert dims == {
+        "channel_mean_abs": (1, 2, 3), "factorized": None, "irnet": None, "learnable": None, "mean_abs": (0, 1, 2, 3)
+    }
+    assert make_scale("channel_mean_abs", weight, 1).mean_abs_dims(weight) == (0, 2, 3)
+    assert make_scale({"name": "channel_mean_abs", "gradient": True}, weight, 0).mean_abs_dims(weight) is None
+    assert SCALES.get("none")(weight, 0).mean_abs_dims(weight) == ()
+    for name, reduced in dims.items():
+        if reduced is None:
+            continue
+        w = weight.clone().requires_grad_()
+        w_in, alpha = make_scale(name, weight, 0)(w)
+        assert w_in is w and not alpha.requires_grad
+        assert torch.equal(alpha.reshape(-1), w.detach().abs().mean(dim=reduced).reshape(-1))

@@ -1,6 +1,13 @@
 """Sign estimators (autograd functions) and the binarizer registry."""
 
-from binarize.binarizers.functions import ede_coefficients, sign
+from binarize.binarizers.functions import (
+    SURROGATE_GRADIENTS,
+    Surrogate,
+    ede_coefficients,
+    scaled_sign,
+    sign,
+    surrogate_gradient,
+)
 from binarize.binarizers.modules import (
     BINARIZERS,
     EDE,
@@ -18,6 +25,7 @@ from binarize.binarizers.modules import (
 
 __all__ = [
     "BINARIZERS",
+    "SURROGATE_GRADIENTS",
     "EDE",
     "STE",
     "ApproxSign",
@@ -26,9 +34,12 @@ __all__ = [
     "CallableBinarizer",
     "ClippedSTE",
     "Heaviside",
+    "Surrogate",
     "SwishSign",
     "ede_coefficients",
     "get_binarizer",
+    "scaled_sign",
     "set_progress",
     "sign",
+    "surrogate_gradient",
 ]

@@ -51,6 +51,17 @@ class Binarizer(nn.Module):
     def _extra_config(self) -> dict[str, Any]:
         return {}
 
+    def surrogate(self, x: Tensor) -> F.Surrogate | None:
+        """How a fused operation may reproduce this binarizer on ``x``, or ``None``.
+
+        A :class:`~binarize.binarizers.functions.Surrogate` ``(name, args, sign_of_zero)`` promises that the
+        forward pass is ``sign(x, sign_of_zero)`` and the backward pass ``surrogate_gradient(name, x, grad, args)``;
+        a binary layer then binarizes inside its own autograd function (see :mod:`binarize.nn.functional`), which
+        saves less and runs fewer Python-level steps. The base class returns ``None`` (the layer calls the binarizer
+        as a module); the registered sign estimators return ``None`` for a subclass that overrides ``forward``.
+        """
+        return None
+
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
 
@@ -63,6 +74,9 @@ class STE(Binarizer):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.SignSTE.apply(x, self.sign_of_zero)
+
+    def surrogate(self, x: Tensor) -> F.Surrogate | None:
+        return F.Surrogate("ste", (), self.sign_of_zero) if type(self).forward is STE.forward else None
 
 
 @BINARIZERS.register("clipped_ste")
@@ -79,9 +93,15 @@ class ClippedSTE(Binarizer):
         if not clip > 0:
             raise ValueError(f"clip must be > 0, got {clip!r}")
         self.clip = float(clip)
+        self._bounds = F.clip_bounds(self.clip)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.SignClippedSTE.apply(x, self.sign_of_zero, self.clip)
+
+    def surrogate(self, x: Tensor) -> F.Surrogate | None:
+        if type(self).forward is not ClippedSTE.forward:
+            return None
+        return F.Surrogate("clipped_ste", (self.clip, self._bounds), self.sign_of_zero)
 
     def _extra_config(self) -> dict[str, Any]:
         return {} if self.clip == 1.0 else {"clip": self.clip}
@@ -98,6 +118,9 @@ class ApproxSign(Binarizer):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.SignApprox.apply(x, self.sign_of_zero)
+
+    def surrogate(self, x: Tensor) -> F.Surrogate | None:
+        return F.Surrogate("approx_sign", (), self.sign_of_zero) if type(self).forward is ApproxSign.forward else None
 
 
 @BINARIZERS.register("swish_sign")
@@ -117,6 +140,11 @@ class SwishSign(Binarizer):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.SignSwish.apply(x, self.sign_of_zero, self.beta)
+
+    def surrogate(self, x: Tensor) -> F.Surrogate | None:
+        if type(self).forward is not SwishSign.forward:
+            return None
+        return F.Surrogate("swish_sign", (self.beta,), self.sign_of_zero)
 
     def _extra_config(self) -> dict[str, Any]:
         return {} if self.beta == 5.0 else {"beta": self.beta}
@@ -152,6 +180,12 @@ class EDE(Binarizer):
     def forward(self, x: Tensor) -> Tensor:
         k, t = self.coefficients()
         return F.SignEDE.apply(x, self.sign_of_zero, k.to(x.dtype), t.to(x.dtype))
+
+    def surrogate(self, x: Tensor) -> F.Surrogate | None:
+        if type(self).forward is not EDE.forward:
+            return None
+        k, t = self.coefficients()
+        return F.Surrogate("ede", (k.to(x.dtype), t.to(x.dtype)), self.sign_of_zero)
 
     def _extra_config(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

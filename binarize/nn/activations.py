@@ -1,14 +1,95 @@
-r"""Output activations of binary layers: RPReLU (ReActNet) and per-channel PReLU, in a registry by name."""
+r"""Output activations of binary layers: RPReLU (ReActNet) and per-channel PReLU, in a registry by name.
+
+Both run as one autograd node, :class:`ShiftedPReLU`: torch's PReLU kernel forward, and a backward pass built from
+vectorised kernels, which on the CPU is several times faster than the PReLU kernel's own backward.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from binarize._registry import Registry
-from binarize.nn.channels import ChannelDim, channel_parameter, parameter_shape
+from binarize.nn.channels import ChannelDim, broadcast_channels, channel_parameter, gather_rows, parameter_shape
 
 ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
+
+
+def channel_prelu(x: Tensor, slope: Tensor, channel_dim: ChannelDim = 1) -> Tensor:
+    r"""PReLU with a slope per channel, ``(C,)``, or per sample and channel, ``(B, C)``: :math:`\max(0,x) + a\min(0,x)`.
+
+    Runs torch's fused PReLU kernel (one pass forward, one backward, for input and slope gradients together) in
+    every case: a per-sample slope ``(B, C)`` on channels-first ``(B, C, ...)`` activations treats the ``B * C``
+    sample-channel pairs as channels. Channels-last activations with per-sample slopes, which that trick does not
+    cover, use :func:`torch.where`.
+
+    Examples:
+        >>> x = torch.tensor([[[-2.0, 1.0]], [[-2.0, 1.0]]])  # (B=2, C=1, L=2)
+        >>> channel_prelu(x, torch.tensor([[0.5], [0.25]])).tolist()
+        [[[-1.0, 1.0]], [[-0.5, 1.0]]]
+    """
+    if slope.dim() == 1:
+        if channel_dim == 1:
+            return nn.functional.prelu(x, slope)
+        return nn.functional.prelu(x.reshape(-1, x.shape[-1]), slope).view(x.shape)
+    if channel_dim == 1 and x.dim() >= 2:
+        pairs = nn.functional.prelu(x.reshape((1, x.shape[0] * x.shape[1], -1)), slope.reshape(-1))
+        return pairs.view(x.shape)
+    return torch.where(x > 0, x, x * slope.view((slope.shape[0],) + (1,) * (x.dim() - 2) + (-1,)))
+
+
+class ShiftedPReLU(torch.autograd.Function):
+    r""":math:`y = \operatorname{PReLU}_a(x + s) + t` in one node, saving only :math:`z = x + s`.
+
+    Forward arguments: ``x``; ``slope`` :math:`a` as rows, ``(C,)`` or per sample ``(B, C)``; ``shift_in``
+    :math:`s` and ``shift_out`` :math:`t` viewed to broadcast against ``x`` (or ``None``); ``channel_dim``.
+    Backward, with :math:`g` the incoming gradient, :math:`g^+ = g\,\mathbb{1}_{z > 0}` and :math:`g^- = g - g^+`:
+
+    .. math::
+        \frac{\partial L}{\partial x} = g^+ + a\,g^-, \qquad
+        \frac{\partial L}{\partial a} = \textstyle\sum g^- z, \qquad
+        \frac{\partial L}{\partial s} = \textstyle\sum \frac{\partial L}{\partial x}, \qquad
+        \frac{\partial L}{\partial t} = \textstyle\sum g,
+
+    the sums running over the dimensions each parameter is broadcast along.
+
+    Reference: He, Zhang, Ren, Sun, "Delving Deep into Rectifiers", ICCV 2015 (PReLU); Liu, Shen, Savvides, Cheng,
+    "ReActNet", ECCV 2020 (the shifts).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        slope: Tensor,
+        shift_in: Tensor | None,
+        shift_out: Tensor | None,
+        channel_dim: ChannelDim,
+    ) -> Tensor:
+        z = x if shift_in is None else x + shift_in
+        y = channel_prelu(z, slope, channel_dim)
+        if shift_out is not None:
+            y = y.add_(shift_out)
+        ctx.save_for_backward(z, slope)
+        ctx.channel_dim = channel_dim
+        ctx.shapes = (None if shift_in is None else shift_in.shape, None if shift_out is None else shift_out.shape)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        z, slope = ctx.saved_tensors
+        shift_in_shape, shift_out_shape = ctx.shapes
+        needs = ctx.needs_input_grad
+        positive = torch.ops.aten.threshold_backward(grad, z, 0)
+        negative = grad - positive
+        broadcast = broadcast_channels(slope, z, ctx.channel_dim)
+        grad_slope = (negative * z).sum_to_size(broadcast.shape).view(slope.shape) if needs[1] else None
+        grad_x = negative.mul_(broadcast).add_(positive)
+        grad_in = grad_x.sum_to_size(shift_in_shape) if needs[2] else None
+        grad_out = grad.sum_to_size(shift_out_shape) if needs[3] else None
+        return grad_x, grad_slope, grad_in, grad_out, None
 
 
 @ACTIVATIONS.register("prelu")
@@ -37,13 +118,11 @@ class ChannelPReLU(nn.Module):
         self._shape = parameter_shape(num_channels, groups)
         self.slope = nn.Parameter(torch.full(self._shape, float(init), device=device, dtype=dtype))
 
-    def _prelu(self, x: Tensor, groups: Tensor | None) -> Tensor:
-        if self.channel_dim == 1 and self.groups is None:
-            return nn.functional.prelu(x, self.slope)
-        return torch.where(x > 0, x, x * channel_parameter(self.slope, x, self.channel_dim, self.groups, groups))
+    def _slope(self, groups: Tensor | None) -> Tensor:
+        return self.slope if self.groups is None else gather_rows(self.slope, groups)
 
     def forward(self, x: Tensor, groups: Tensor | None = None) -> Tensor:
-        return self._prelu(x, groups)
+        return ShiftedPReLU.apply(x, self._slope(groups), None, None, self.channel_dim)
 
     def extra_repr(self) -> str:
         extra = f", groups={self.groups}" if self.groups is not None else ""
@@ -78,5 +157,6 @@ class RPReLU(ChannelPReLU):
         self.shift_out = nn.Parameter(torch.zeros(self._shape, device=device, dtype=dtype))
 
     def forward(self, x: Tensor, groups: Tensor | None = None) -> Tensor:
-        h = self._prelu(x + channel_parameter(self.shift_in, x, self.channel_dim, self.groups, groups), groups)
-        return h + channel_parameter(self.shift_out, x, self.channel_dim, self.groups, groups)
+        shift_in = channel_parameter(self.shift_in, x, self.channel_dim, self.groups, groups)
+        shift_out = channel_parameter(self.shift_out, x, self.channel_dim, self.groups, groups)
+        return ShiftedPReLU.apply(x, self._slope(groups), shift_in, shift_out, self.channel_dim)

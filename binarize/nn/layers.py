@@ -15,21 +15,29 @@ exactly what the torch layer computes (the same kernels on the same tensors, bit
 Every constructor argument of the torch layer is honoured (stride, padding including ``"same"``, dilation, groups,
 bias, padding_mode, output_padding); options that cannot be honoured raise
 :class:`~binarize.errors.UnsupportedLayerError`.
+
+Training cost: the weight is binarized once per forward pass. When a binarizer has a fused form (every registered
+sign estimator; see :meth:`~binarize.binarizers.Binarizer.surrogate`), the layer binarizes inside one autograd
+function with the operation (:mod:`binarize.nn.functional`): it saves only the un-binarized input, as the
+full-precision twin saves its input, and recomputes the binary tensor in the backward pass. Other binarizers (a
+step to {0, 1}, a user function) and layouts the fused functions do not cover (a padding mode other than zeros, an
+asymmetric ``"same"`` padding) run the binarizer as a module, with the same values and gradients.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from binarize._registry import Registry
-from binarize.binarizers import Binarizer, BinarizerSpec, get_binarizer
+from binarize.binarizers import Binarizer, BinarizerSpec, Surrogate, get_binarizer
 from binarize.errors import UnsupportedLayerError
 from binarize.nn.activations import ACTIVATIONS
 from binarize.nn.channels import ChannelDim
+from binarize.nn.functional import binary_conv, binary_linear, binary_weight
 from binarize.nn.shift import LearnableBias
 from binarize.nn.timestep import TimestepState
 from binarize.scaling import ScaleSpec, WeightScale, make_scale
@@ -59,6 +67,17 @@ parameters named in ``timestep_parts`` (the input shift, the output activation, 
 :mod:`binarize.nn.timestep`); recipes set both through their ``timestep`` section and the ``timestep_aware`` option.
 ``fold_bias`` removes the layer's bias, adding it to the output activation's input shift instead (the same
 function, one parameter vector fewer; it needs an activation with an input shift, such as RPReLU)."""
+
+
+class _Operands(NamedTuple):
+    """What a binary layer's operation receives: ``x`` and ``weight`` as used, unless a side has a surrogate, in which
+    case it is the un-binarized tensor that the fused operation binarizes (``alpha_dims``: the weight scale's)."""
+
+    x: Tensor
+    weight: Tensor
+    alpha_dims: tuple[int, ...]
+    input_surrogate: Surrogate | None
+    weight_surrogate: Surrogate | None
 
 
 class BinaryLayerMixin:
@@ -193,13 +212,44 @@ class BinaryLayerMixin:
     # -- forward pieces -------------------------------------------------------------------------------------
     def binary_weight_tensor(self) -> Tensor:
         r"""The weight the operation uses: :math:`\alpha \cdot B_w(\hat W)` (the plain weight when all is off)."""
+        weight, alpha_dims, surrogate = self._weight_operands(fuse=True)
+        return weight if surrogate is None else binary_weight(weight, alpha_dims, surrogate)
+
+    def _weight_operands(self, fuse: bool) -> tuple[Tensor, tuple[int, ...], Surrogate | None]:
+        """``(W, alpha_dims, surrogate)`` for a fused operation, or ``(weight as used, (), None)``.
+
+        The weight side is fused when ``fuse`` is true, the weight binarizer has a fused form and the scale is a
+        mean of :math:`|W|` without gradient (:meth:`~binarize.scaling.WeightScale.mean_abs_dims`).
+        """
         weight: Tensor = self.weight
+        binarizer = self.weight_binarizer
+        surrogate = binarizer.surrogate(weight) if binarizer is not None and fuse else None
+        if surrogate is not None:
+            alpha_dims = () if self.scale is None else self.scale.mean_abs_dims(weight)
+            if alpha_dims is not None:
+                return weight, alpha_dims, surrogate
         alpha = None
         if self.scale is not None:
             weight, alpha = self.scale(weight)
-        if self.weight_binarizer is not None:
-            weight = self.weight_binarizer(weight)
-        return weight if alpha is None else weight * alpha
+        if binarizer is not None:
+            weight = binarizer(weight)
+        return (weight if alpha is None else weight * alpha), (), None
+
+    def _operands(self, x: Tensor, groups: Tensor | None) -> _Operands:
+        """The operation's input and weight, binarized here or left to a fused operation (see :class:`_Operands`)."""
+        fuse = self._fusable()
+        if self.shift is not None:
+            x = self.shift(x, groups)
+        binarizer = self.input_binarizer
+        input_surrogate = binarizer.surrogate(x) if binarizer is not None and fuse else None
+        if binarizer is not None and input_surrogate is None:
+            x = binarizer(x)
+        weight, alpha_dims, weight_surrogate = self._weight_operands(fuse)
+        return _Operands(x, weight, alpha_dims, input_surrogate, weight_surrogate)
+
+    def _fusable(self) -> bool:
+        """Whether the fused operation covers this layer's arguments (overridden where a layout rules it out)."""
+        return True
 
     def _groups(self, timestep_groups: Tensor | None) -> Tensor | None:
         """The per-sample timestep groups for this call (``None`` for a layer that is not timestep-aware)."""
@@ -214,13 +264,6 @@ class BinaryLayerMixin:
                 f"names its timestep input"
             )
         return self.timestep_state.require()
-
-    def _prepare_input(self, x: Tensor, groups: Tensor | None) -> Tensor:
-        if self.shift is not None:
-            x = self.shift(x, groups)
-        if self.input_binarizer is not None:
-            x = self.input_binarizer(x)
-        return x
 
     def _finish(self, y: Tensor, x: Tensor, groups: Tensor | None) -> Tensor:
         if self.activation is not None:
@@ -397,7 +440,17 @@ class _BinaryConvNd(BinaryLayerMixin):
                 pads += [self.padding[i], self.padding[i]]
         return pads
 
-    def _convolve(self, x: Tensor, weight: Tensor) -> Tensor:
+    def _convolve(self, operands: _Operands) -> Tensor:
+        x, weight, alpha_dims, input_surrogate, weight_surrogate = operands
+        if input_surrogate is not None or weight_surrogate is not None:
+            padding = self._integer_padding()
+            assert padding is not None  # _fusable() checked it
+            pads = self._explicit_padding() if self.pad_value is not None else []
+            return binary_conv(
+                x, weight, self.bias, alpha_dims=alpha_dims, input_surrogate=input_surrogate,
+                weight_surrogate=weight_surrogate, stride=self.stride, padding=padding, dilation=self.dilation,
+                groups=self.groups, pads=pads if any(pads) else None, pad_value=self.pad_value or 0.0,
+            )
         if self.pad_value is None:
             return self._conv_forward(x, weight, self.bias)  # type: ignore[attr-defined]
         pads = self._explicit_padding()
@@ -405,13 +458,33 @@ class _BinaryConvNd(BinaryLayerMixin):
             x = F.pad(x, pads, mode="constant", value=self.pad_value)
         return self._functional(x, weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
+    def _fusable(self) -> bool:
+        return self._integer_padding() is not None
+
+    def _integer_padding(self) -> list[int] | None:
+        """The padding of the convolution proper as integers (0 with ``pad_value``, which pads the input first).
+
+        ``None`` for a padding mode other than zeros or an asymmetric ``"same"``, which the fused convolution does
+        not cover.
+        """
+        if self.pad_value is not None:
+            return [0] * len(self.kernel_size)
+        if self.padding_mode != "zeros":
+            return None
+        if self.padding == "valid":
+            return [0] * len(self.kernel_size)
+        if self.padding == "same":
+            totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+            return None if any(t % 2 for t in totals) else [t // 2 for t in totals]
+        return list(self.padding)
+
     _functional: ClassVar[Any]
 
     def forward(self, input: Tensor, timestep_groups: Tensor | None = None) -> Tensor:
         groups = self._groups(timestep_groups)
         unbatched = input.dim() == len(self.kernel_size) + 1
         x = input.unsqueeze(0) if unbatched else input
-        y = self._finish(self._convolve(self._prepare_input(x, groups), self.binary_weight_tensor()), x, groups)
+        y = self._finish(self._convolve(self._operands(x, groups)), x, groups)
         return y.squeeze(0) if unbatched else y
 
     @classmethod
@@ -479,16 +552,16 @@ class BinaryConvTranspose2d(BinaryLayerMixin, nn.ConvTranspose2d):
         )
         unbatched = input.dim() == num_spatial_dims + 1
         x = input.unsqueeze(0) if unbatched else input
-        y = F.conv_transpose2d(
-            self._prepare_input(x, groups),
-            self.binary_weight_tensor(),
-            self.bias,
-            self.stride,
-            self.padding,
-            output_padding,
-            self.groups,
-            self.dilation,
-        )
+        h, weight, alpha_dims, input_surrogate, weight_surrogate = self._operands(x, groups)
+        if input_surrogate is not None or weight_surrogate is not None:
+            y = binary_conv(
+                h, weight, self.bias, alpha_dims=alpha_dims, input_surrogate=input_surrogate,
+                weight_surrogate=weight_surrogate, stride=self.stride, padding=self.padding, dilation=self.dilation,
+                groups=self.groups, transposed=True, output_padding=output_padding,
+            )
+        else:
+            y = F.conv_transpose2d(h, weight, self.bias, self.stride, self.padding, output_padding, self.groups,
+                                   self.dilation)
         y = self._finish(y, x, groups)
         return y.squeeze(0) if unbatched else y
 
@@ -522,7 +595,12 @@ class BinaryLinear(BinaryLayerMixin, nn.Linear):
 
     def forward(self, input: Tensor, timestep_groups: Tensor | None = None) -> Tensor:
         groups = self._groups(timestep_groups)
-        y = F.linear(self._prepare_input(input, groups), self.binary_weight_tensor(), self.bias)
+        h, weight, alpha_dims, input_surrogate, weight_surrogate = self._operands(input, groups)
+        if input_surrogate is not None or weight_surrogate is not None:
+            y = binary_linear(h, weight, self.bias, alpha_dims=alpha_dims, input_surrogate=input_surrogate,
+                              weight_surrogate=weight_surrogate)
+        else:
+            y = F.linear(h, weight, self.bias)
         return self._finish(y, input, groups)
 
     @classmethod

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, fx, nn
 
+from binarize.nn.channels import broadcast_channels, gather_rows
+
 __all__ = ["TimestepHook", "TimestepState", "gather_groups", "group_index"]
 
 
@@ -43,15 +45,14 @@ def group_index(t: Tensor, total: int, groups: int) -> Tensor:
 def gather_groups(param: Tensor, groups: Tensor, like: Tensor, channel_dim: int) -> Tensor:
     """``param[groups]`` (``(K, C)`` -> ``(B, C)``) shaped to broadcast against ``like`` along ``channel_dim``.
 
-    A 0-dim ``groups`` (one group for the whole batch) gives ``(C,)`` broadcast the same way.
+    A 0-dim ``groups`` (one group for the whole batch) gives ``(C,)`` broadcast the same way. One indexing
+    operation, whatever the number of samples or groups.
+
+    Examples:
+        >>> gather_groups(torch.arange(10.0).view(5, 2), torch.tensor([4, 0]), torch.zeros(2, 2, 3, 3), 1).flatten()
+        tensor([8., 9., 0., 1.])
     """
-    picked = param[groups]
-    if groups.dim() == 0:
-        return picked if channel_dim == -1 else picked.view((-1,) + (1,) * (like.dim() - 2))
-    batch = picked.shape[0]
-    if channel_dim == -1:  # (..., C): (B, 1, ..., 1, C)
-        return picked.view((batch,) + (1,) * (like.dim() - 2) + (-1,))
-    return picked.view((batch, -1) + (1,) * (like.dim() - 2))
+    return broadcast_channels(gather_rows(param, groups), like, -1 if channel_dim == -1 else 1)
 
 
 class TimestepState:

@@ -9,7 +9,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from binarize.binarizers import BINARIZERS, EDE, Binarizer, ede_coefficients, get_binarizer, set_progress, sign
+from binarize.binarizers import (
+    BINARIZERS,
+    EDE,
+    SURROGATE_GRADIENTS,
+    Binarizer,
+    ede_coefficients,
+    get_binarizer,
+    scaled_sign,
+    set_progress,
+    sign,
+    surrogate_gradient,
+)
+from binarize.binarizers.functions import clip_bounds
 from binarize.errors import UnknownNameError
 
 ALL = BINARIZERS.names()
@@ -118,3 +130,78 @@ def test_spec_forms_and_errors() -> None:
         get_binarizer({"name": "ste", "sign_of_zero": 0.5})
     with pytest.raises(ValueError, match="clip must be > 0"):
         get_binarizer({"name": "clipped_ste", "clip": 0})
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sign_of_zero", [1.0, 0.0])
+def test_fused_form_reproduces_the_module(name: str, dtype: torch.dtype, sign_of_zero: float) -> None:
+    """A binarizer's surrogate (its fused form) gives its values and its gradient, so fused layers may use it."""
+    b = get_binarizer({"name": name, "sign_of_zero": sign_of_zero})
+    x = (torch.randn(64, dtype=torch.float64) * 2).to(dtype)
+    x[:3] = torch.tensor([0.0, -0.0, 1.0])
+    x.requires_grad_()
+    fused = b.surrogate(x)
+    if fused is None:
+        assert name not in SURROGATE_GRADIENTS
+        return
+    assert fused.name == name and fused.sign_of_zero == sign_of_zero
+    y = b(x)
+    assert torch.equal(y, sign(x.detach(), sign_of_zero))
+    upstream = torch.randn(64, dtype=torch.float64).to(dtype)
+    (expected,) = torch.autograd.grad(y, x, upstream)
+    got = surrogate_gradient(fused.name, x.detach(), upstream, fused.args)
+    tol = 1e-2 if dtype == torch.bfloat16 else 1e-6
+    torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
+
+
+def test_a_subclass_with_its_own_forward_is_not_fused() -> None:
+    class Doubled(type(get_binarizer("approx_sign"))):  # type: ignore[misc]
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * super().forward(x)
+
+    assert Doubled().surrogate(torch.zeros(1)) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("clip", [1.0, 0.3, 2.5])
+def test_clipped_gradient_keeps_the_boundary(dtype: torch.dtype, clip: float) -> None:
+    bound = torch.tensor(clip, dtype=dtype)
+    above = torch.nextafter(bound, torch.tensor(9.0, dtype=dtype))
+    below = torch.nextafter(bound, torch.tensor(0.0, dtype=dtype))
+    x = torch.stack([bound, -bound, above, -above, below, -below])
+    got = surrogate_gradient("clipped_ste", x, torch.ones_like(x), (clip, clip_bounds(clip)))
+    assert got.tolist() == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+    torch.testing.assert_close(got, (x.abs() <= clip).to(dtype), rtol=0, atol=0)
+
+
+def test_clip_bounds_are_the_next_floats() -> None:
+    for clip in (1.0, 0.3, 1e-3, 7.5):
+        above32, above64 = clip_bounds(clip)
+        assert above64 == math.nextafter(clip, math.inf)
+        assert above32 == torch.nextafter(torch.tensor(clip), torch.tensor(math.inf)).item()
+
+
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=8), st.sampled_from([1.0, 0.0]))
+def test_scaled_sign_is_alpha_times_sign(values: list[float], sign_of_zero: float) -> None:
+    x = torch.tensor(values + [0.0, -0.0], dtype=torch.float64)
+    alpha = torch.rand(x.shape, dtype=torch.float64)
+    expected = alpha * torch.tensor([1.0 if v > 0 else -1.0 if v < 0 else sign_of_zero for v in x.tolist()],
+                                    dtype=torch.float64)
+    assert torch.equal(scaled_sign(x, alpha, sign_of_zero), expected)
+    assert torch.equal(scaled_sign(x, None, sign_of_zero), sign(x, sign_of_zero))
+
+
+@pytest.mark.parametrize("name", sorted(SURROGATE_GRADIENTS.names()))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_overwriting_the_gradient_buffer_gives_the_same_result(name: str, dtype: torch.dtype) -> None:
+    x = (torch.randn(5, 6, dtype=torch.float64) * 2).to(dtype)
+    grad = torch.randn(5, 6, dtype=torch.float64).to(dtype)
+    scale = torch.rand(5, 1, dtype=torch.float64).to(dtype)
+    fused = get_binarizer(name).surrogate(x)
+    expected = surrogate_gradient(name, x, grad, fused.args, scale)
+    buffer = grad.clone()
+    got = surrogate_gradient(name, x, buffer, fused.args, scale, overwrite=True)
+    assert torch.equal(got, expected)
+    assert torch.equal(surrogate_gradient(name, x, grad.clone(), fused.args), surrogate_gradient(name, x, grad,
+                                                                                               fused.args))

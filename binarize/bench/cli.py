@@ -1,0 +1,107 @@
+"""``binarize bench``: the overhead of binarized training against the full-precision twin, and the conversion cost.
+
+``binarize bench overhead`` times a training step of a binarized model and of its full-precision twin and prints
+the ratios (:func:`~binarize.bench.measure_overhead`); ``binarize bench rewrite`` times the conversion itself
+against one forward pass (:func:`~binarize.bench.measure_rewrite`). Both print ratios, never pass/fail verdicts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+
+from binarize.bench.overhead import DTYPES, measure_overhead
+from binarize.bench.rewrite import measure_rewrite
+from binarize.cli import CommandError, _positive_int, command
+from binarize.errors import BinarizeError
+from binarize.specs import ALLOWED_FORMS
+
+__all__ = ["run_bench"]
+
+
+def _common(parser: argparse.ArgumentParser, model: str, recipe: str) -> None:
+    parser.add_argument("--model", default=model, metavar="SPEC", help=f"the network, {ALLOWED_FORMS} "
+                        f"(default: {model})")
+    parser.add_argument("--recipe", default=recipe, metavar="R", help=f"a recipe name or YAML file (default: {recipe})")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--threads", type=_positive_int, metavar="N",
+                        help="CPU threads for torch (default: torch's own choice)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
+    overhead = sub.add_parser(
+        "overhead",
+        help="time and peak memory of a binarized training step against its full-precision twin",
+        description=(
+            "Binarize MODEL with the recipe and, separately, with its full-precision twin (the same recipe with the "
+            "binarizers and the scale switched off: shifts, RPReLU, shortcuts and graph rewrites stay). Time a "
+            "training step (forward, L1 loss, backward, Adam) of each, interleaved, as medians after warm-up; "
+            "measure the peak memory of one step of each; print the ratios binary / twin."
+        ),
+    )
+    _common(overhead, "zoo:bidiffsr-unet-small", "bidiffsr")
+    overhead.add_argument("--size", type=_positive_int, default=64, metavar="N", help="input size (default: 64)")
+    overhead.add_argument("--batch", type=_positive_int, default=4, metavar="B", help="batch size (default: 4)")
+    overhead.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="parameter dtype (default: fp32)")
+    overhead.add_argument("--compile", action="store_true", help="run both networks through torch.compile")
+    overhead.add_argument("--steps", type=_positive_int, default=20, metavar="N",
+                          help="timed steps per network (default: 20)")
+    overhead.add_argument("--warmup", type=int, default=3, metavar="N",
+                          help="untimed steps per network first (default: 3)")
+    overhead.set_defaults(_bench=_run_overhead)
+    rewrite = sub.add_parser(
+        "rewrite",
+        help="time of binarize() itself against one forward pass of the model",
+        description=(
+            "Time binarize(MODEL, recipe) (including its deep copy, also timed alone) and one forward pass of MODEL "
+            "(eval mode, no gradients), as medians, and print their ratio."
+        ),
+    )
+    _common(rewrite, "timm:resnet50", "reactnet")
+    rewrite.add_argument("--size", type=_positive_int, metavar="N", help="input size (default: the model's)")
+    rewrite.add_argument("--repeats", type=_positive_int, default=3, metavar="N",
+                         help="timed repetitions (default: 3)")
+    rewrite.set_defaults(_bench=_run_rewrite)
+
+
+def _run_overhead(args: argparse.Namespace) -> Any:
+    return measure_overhead(
+        args.model, args.recipe, size=args.size, batch=args.batch, device=args.device, dtype=args.dtype,
+        compile=args.compile, steps=args.steps, warmup=args.warmup,
+    )
+
+
+def _run_rewrite(args: argparse.Namespace) -> Any:
+    return measure_rewrite(args.model, args.recipe, size=args.size, device=args.device, repeats=args.repeats)
+
+
+@command(
+    "bench",
+    help="benchmarks: training overhead against the full-precision twin, conversion time",
+    configure=_configure,
+    description=(
+        "Benchmarks that print ratios: `binarize bench overhead` (a binarized training step against its "
+        "full-precision twin, time and peak memory) and `binarize bench rewrite` (binarize() against one forward "
+        "pass). See the performance page of the documentation."
+    ),
+)
+def run_bench(args: argparse.Namespace) -> int:
+    """``binarize bench overhead|rewrite``: print the measurement (one JSON object with ``--json``)."""
+    threads = torch.get_num_threads()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        result = args._bench(args)
+    except BinarizeError:
+        raise
+    except (RuntimeError, TypeError, ValueError) as error:  # a model that does not run on these inputs
+        raise CommandError(f"the benchmark of {args.model} failed: {type(error).__name__}: {error}") from error
+    finally:
+        torch.set_num_threads(threads)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.format())
+    return 0

@@ -1,0 +1,285 @@
+r"""Fused binary operations: binarize inside one autograd function that saves only what its backward pass needs.
+
+A binary layer computes :math:`y = \operatorname{op}(s, \hat W) + b` with :math:`s = B_x(h)` (the binarized input)
+and :math:`\hat W = \alpha \cdot B_w(W)`, ``op`` a convolution or a matrix product. Left to autograd, ``op`` saves
+:math:`s` for its weight gradient while a binarizer whose surrogate gradient needs the value (ApproxSign,
+SignSwish, EDE, the clipped STE's mask) saves :math:`h` as well, so a binary layer keeps about twice the activation
+memory of its full-precision twin; and every binarizer adds Python-level autograd nodes to both passes.
+
+Given the binarizers' fused forms (:class:`~binarize.binarizers.functions.Surrogate`: the forward pass is
+:math:`\operatorname{sign}`, the backward pass :func:`~binarize.binarizers.functions.surrogate_gradient`),
+:func:`binary_conv` and :func:`binary_linear` do the whole layer operation in one autograd function:
+
+* forward: :math:`s = \operatorname{sign}(h)`, :math:`\alpha = \operatorname{mean}|W|` (per output channel or per
+  tensor, computed in the buffer that then receives :math:`\hat W = \alpha \operatorname{sign}(W)`), and ``op``
+  with the same kernel autograd would run. Saved: :math:`h` (one activation-sized tensor, as the full-precision twin
+  saves its input), :math:`W` (a parameter, alive anyway), :math:`\alpha` and :math:`\hat W`; never :math:`s`. The
+  backward pass writes the weight's surrogate gradient into the buffer of the operation's weight gradient.
+* backward: :math:`s` is recomputed from :math:`h` (one vectorised pass), then ``op``'s own backward kernel and the
+  surrogates give
+
+  .. math::
+      \frac{\partial L}{\partial h} = \operatorname{op}^\top_s\Bigl(\frac{\partial L}{\partial y}\Bigr) \odot
+      F_x'(h),
+      \qquad
+      \frac{\partial L}{\partial W} = \alpha \cdot \operatorname{op}^\top_W\Bigl(\frac{\partial L}{\partial y},\
+      s\Bigr) \odot F_w'(W),
+
+  with :math:`F'` each estimator's surrogate derivative (e.g. :math:`\max(0, 2 - 2|h|)` for ApproxSign,
+  :math:`\mathbb{1}_{|W| \le 1}` for the clipped STE).
+
+Either side may be left out (``None``): the input is then used as given, or the weight is the given tensor (already
+binarized and scaled by autograd, e.g. with a learnable scale). Values equal those of the unfused layer (the same
+kernels on the same tensors); gradients equal them up to the order of the factors of the surrogate products. The
+functions are traced by ``torch.compile`` without graph breaks.
+
+Reference: the estimators are those of :mod:`binarize.binarizers.functions`; recomputing a cheap forward value in the
+backward pass instead of saving it is the activation-recomputation trade of Chen et al., "Training Deep Nets with
+Sublinear Memory Cost", arXiv:1604.06174, 2016, here at the cost of one elementwise pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from binarize.binarizers.functions import Surrogate, sign, surrogate_gradient
+
+__all__ = ["BinaryOperation", "BinaryWeight", "binary_conv", "binary_linear", "binary_weight", "scaled_binary_weight"]
+
+_convolution_backward = torch.ops.aten.convolution_backward.default
+
+class BinaryOperation(torch.autograd.Function):
+    r"""``op(sign(h), alpha * sign(W)) + b`` with surrogate gradients, saving :math:`h` instead of the binary input.
+
+    Forward arguments: ``x`` (:math:`h`, or the input as used when ``input_surrogate`` is ``None``), ``weight``
+    (:math:`W`, or the weight as used when ``weight_surrogate`` is ``None``), ``alpha_dims`` (the dimensions
+    :math:`\alpha = \operatorname{mean}|W|` averages over; ``()`` for no :math:`\alpha`), ``bias`` (or ``None``), the
+    two :class:`~binarize.binarizers.functions.Surrogate` forms (or ``None``), the
+    ``op`` (``"convolution"`` or ``"linear"``) and, for a convolution, the arguments of :func:`torch.convolution`
+    (``stride``, ``padding``, ``dilation``, ``transposed``, ``output_padding``, ``groups``) followed by an optional
+    constant padding of the input (``pads`` in :func:`torch.nn.functional.pad` order, ``pad_value``).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        alpha_dims: tuple[int, ...],
+        bias: Tensor | None,
+        input_surrogate: Surrogate | None,
+        weight_surrogate: Surrogate | None,
+        op: str,
+        geometry: tuple[Any, ...],
+    ) -> Tensor:
+        operand = x if input_surrogate is None else sign(x, input_surrogate.sign_of_zero)
+        effective, alpha = weight, None
+        if weight_surrogate is not None:
+            effective, alpha = scaled_binary_weight(weight, alpha_dims, weight_surrogate.sign_of_zero)
+        ctx.save_for_backward(x, weight, alpha, effective)
+        ctx.surrogates = (input_surrogate, weight_surrogate)
+        ctx.op, ctx.geometry = op, geometry
+        ctx.bias_sizes, ctx.bias_dtype = (None, None) if bias is None else (list(bias.shape), bias.dtype)
+        # Under autocast the operation runs in the autocast dtype, as F.conv2d and F.linear would.
+        ctx.compute = compute = _autocast_dtype(x)
+        if compute is not None:
+            operand, effective = operand.to(compute), effective.to(compute)
+            bias = None if bias is None else bias.to(compute)
+        if op == "linear":
+            return F.linear(operand, effective, bias)
+        stride, padding, dilation, transposed, output_padding, groups, pads, pad_value = geometry
+        if pads is not None:
+            operand = F.pad(operand, pads, value=pad_value)
+        return torch.convolution(operand, effective, bias, stride, padding, dilation, transposed, output_padding,
+                                 groups)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, alpha, effective = ctx.saved_tensors
+        input_surrogate, weight_surrogate = ctx.surrogates
+        operand = x if input_surrogate is None else sign(x, input_surrogate.sign_of_zero)
+        if ctx.compute is not None:
+            operand, effective, grad = operand.to(ctx.compute), effective.to(ctx.compute), grad.to(ctx.compute)
+        needs = ctx.needs_input_grad
+        if ctx.op == "linear":
+            grad_operand, grad_effective, grad_bias = _linear_backward(grad, operand, effective, needs)
+        else:
+            stride, padding, dilation, transposed, output_padding, groups, pads, pad_value = ctx.geometry
+            if pads is not None:
+                operand = F.pad(operand, pads, value=pad_value)
+            grad_operand, grad_effective, grad_bias = _convolution_backward(
+                grad, operand, effective, ctx.bias_sizes, stride, padding, dilation, transposed, output_padding,
+                groups, [needs[0], needs[1], needs[3]],
+            )
+            if grad_operand is not None and pads is not None:
+                grad_operand = F.pad(grad_operand, [-p for p in pads])  # negative padding crops the border off
+        if ctx.compute is not None:
+            grad_operand = None if grad_operand is None else grad_operand.to(x.dtype)
+            grad_effective = None if grad_effective is None else grad_effective.to(weight.dtype)
+            grad_bias = None if grad_bias is None else grad_bias.to(ctx.bias_dtype)
+        # The operation's gradients are temporaries of this function: the surrogates may overwrite them.
+        grad_x = grad_operand
+        if grad_operand is not None and input_surrogate is not None:
+            grad_x = surrogate_gradient(input_surrogate.name, x, grad_operand, input_surrogate.args, overwrite=True)
+        grad_weight = grad_effective
+        if grad_effective is not None and weight_surrogate is not None:
+            grad_weight = surrogate_gradient(weight_surrogate.name, weight, grad_effective, weight_surrogate.args,
+                                             alpha, overwrite=True)
+        return grad_x, grad_weight, None, grad_bias, None, None, None, None
+
+
+def _autocast_dtype(x: Tensor) -> torch.dtype | None:
+    """The dtype autocast runs convolutions and matrix products in on ``x``'s device, or ``None`` outside autocast."""
+    device = x.device.type
+    if not x.is_floating_point():
+        return None
+    try:
+        enabled, dtype = torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
+    except (TypeError, AttributeError):  # torch < 2.4: per-device functions
+        cpu = device == "cpu"
+        enabled = torch.is_autocast_cpu_enabled() if cpu else torch.is_autocast_enabled()
+        dtype = torch.get_autocast_cpu_dtype() if cpu else torch.get_autocast_gpu_dtype()
+    return dtype if enabled else None
+
+
+def _linear_backward(
+    grad: Tensor, operand: Tensor, weight: Tensor, needs: tuple[bool, ...]
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    rows = grad.reshape(-1, grad.shape[-1])
+    grad_operand = grad.matmul(weight) if needs[0] else None
+    grad_weight = rows.t().matmul(operand.reshape(-1, operand.shape[-1])) if needs[1] else None
+    grad_bias = rows.sum(0) if needs[3] else None
+    return grad_operand, grad_weight, grad_bias
+
+
+def scaled_binary_weight(
+    weight: Tensor, alpha_dims: tuple[int, ...], sign_of_zero: float = 1.0
+) -> tuple[Tensor, Tensor | None]:
+    r"""``(alpha * sign(W), alpha)`` with :math:`\alpha = \operatorname{mean}|W|` over ``alpha_dims`` (kept as size-1
+    dimensions; ``()``: no :math:`\alpha`, returned as ``None``), computed without gradient in one new buffer.
+
+    Examples:
+        >>> w = torch.tensor([[-2.0, 0.0], [1.0, -3.0]])
+        >>> binary, alpha = scaled_binary_weight(w, (1,))
+        >>> binary.tolist(), alpha.flatten().tolist()
+        ([[-1.0, 1.0], [2.0, -2.0]], [1.0, 2.0])
+    """
+    weight = weight.detach()
+    if not alpha_dims:
+        return sign(weight, sign_of_zero), None
+    buffer = weight.abs()
+    alpha = buffer.mean(dim=alpha_dims, keepdim=True)
+    torch.sign(weight, out=buffer)
+    if sign_of_zero == 0.0:
+        return buffer.mul_(alpha), alpha
+    return torch.copysign(alpha, buffer, out=buffer), alpha
+
+
+class BinaryWeight(torch.autograd.Function):
+    r""":math:`\hat W = \alpha \cdot \operatorname{sign}(W)` with a surrogate gradient (see :func:`binary_weight`).
+
+    Forward arguments: ``weight``, ``alpha_dims`` and the weight binarizer's
+    :class:`~binarize.binarizers.functions.Surrogate`.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, weight: Tensor, alpha_dims: tuple[int, ...], surrogate: Surrogate) -> Tensor:
+        binary, alpha = scaled_binary_weight(weight, alpha_dims, surrogate.sign_of_zero)
+        ctx.save_for_backward(weight, alpha)
+        ctx.surrogate = surrogate
+        return binary
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
+        weight, alpha = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        surrogate = ctx.surrogate
+        return surrogate_gradient(surrogate.name, weight, grad, surrogate.args, alpha), None, None
+
+
+def binary_weight(weight: Tensor, alpha_dims: tuple[int, ...], surrogate: Surrogate) -> Tensor:
+    r""":math:`\alpha \cdot \operatorname{sign}(W)`, :math:`\alpha = \operatorname{mean}|W|` over ``alpha_dims``
+    (without gradient; ``()`` for none), with ``surrogate``'s gradient for :math:`W`.
+
+    Args:
+        weight: :math:`W`.
+        alpha_dims: the dimensions :math:`\alpha` averages over (see
+            :meth:`~binarize.scaling.WeightScale.mean_abs_dims`).
+        surrogate: the weight binarizer's fused form (:meth:`~binarize.binarizers.Binarizer.surrogate`).
+
+    Examples:
+        >>> w = torch.tensor([[-2.0, 0.5]], requires_grad=True)
+        >>> binary_weight(w, (1,), Surrogate("clipped_ste", (1.0,))).tolist()
+        [[-1.25, 1.25]]
+    """
+    return BinaryWeight.apply(weight, tuple(alpha_dims), surrogate)
+
+
+def binary_conv(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    *,
+    alpha_dims: Sequence[int] = (),
+    input_surrogate: Surrogate | None = None,
+    weight_surrogate: Surrogate | None = None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    transposed: bool = False,
+    output_padding: Sequence[int] | None = None,
+    pads: Sequence[int] | None = None,
+    pad_value: float = 0.0,
+) -> Tensor:
+    r"""A (transposed) convolution of ``sign(x)`` with ``alpha * sign(weight)``, saving only ``x`` and the weights.
+
+    Equal in value to ``torch.convolution(F.pad(B_x(x), pads, value=pad_value), alpha * B_w(weight), bias, stride,
+    padding, dilation, transposed, output_padding, groups)`` for the binarizers whose fused forms are
+    ``input_surrogate`` and ``weight_surrogate`` (a side that is ``None`` is used as given), with their surrogate
+    gradients; :math:`\alpha = \operatorname{mean}|W|` over ``alpha_dims`` (``()``: no scale).
+
+    Examples:
+        >>> from binarize.binarizers import get_binarizer
+        >>> h = torch.randn(2, 4, 5, 5, requires_grad=True)
+        >>> w = torch.randn(4, 4, 3, 3)
+        >>> y = binary_conv(h, w, None, input_surrogate=Surrogate("approx_sign"), stride=[1, 1], padding=[1, 1],
+        ...                 dilation=[1, 1], groups=1)
+        >>> torch.equal(y, torch.nn.functional.conv2d(get_binarizer("approx_sign")(h), w, padding=1))
+        True
+    """
+    spatial = weight.dim() - 2
+    geometry = (
+        list(stride), list(padding), list(dilation), transposed,
+        list(output_padding) if output_padding is not None else [0] * spatial, groups,
+        list(pads) if pads is not None else None, float(pad_value),
+    )
+    return BinaryOperation.apply(x, weight, tuple(alpha_dims), bias, input_surrogate, weight_surrogate, "convolution",
+                                 geometry)
+
+
+def binary_linear(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    *,
+    alpha_dims: Sequence[int] = (),
+    input_surrogate: Surrogate | None = None,
+    weight_surrogate: Surrogate | None = None,
+) -> Tensor:
+    r"""``F.linear(sign(x), alpha * sign(weight), bias)``, saving only ``x`` and the weights (see :func:`binary_conv`).
+
+    Examples:
+        >>> h = torch.randn(3, 4, requires_grad=True)
+        >>> w = torch.randn(2, 4)
+        >>> y = binary_linear(h, w, None, input_surrogate=Surrogate("ste"))
+        >>> torch.equal(y, torch.nn.functional.linear(sign(h), w))
+        True
+    """
+    return BinaryOperation.apply(x, weight, tuple(alpha_dims), bias, input_surrogate, weight_surrogate, "linear", ())
