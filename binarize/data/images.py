@@ -24,7 +24,6 @@ Examples:
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from binarize._files import atomic_path
 from binarize.data._checks import check_rgb
 from binarize.data.errors import DataError, ImageNotFoundError
 
@@ -164,17 +164,11 @@ def save_image(img: Tensor, path: str | os.PathLike[str]) -> Path:
     if path.suffix.lower() != ".png":
         raise DataError(f"save_image writes PNG files, so the path must end in .png, got {str(path)!r}")
     pixels = Image.fromarray(to_uint8(img))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    # os.open applies the umask to 0o666, so the final file gets the same permissions as any new file.
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
+    with atomic_path(path) as temporary:
+        # os.open applies the umask to 0o666, so the final file gets the same permissions as any new file.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(descriptor, "wb") as stream:
             pixels.save(stream, format="PNG")
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     return path

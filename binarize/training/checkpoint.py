@@ -14,17 +14,16 @@ metadata ``format``, ``config`` (JSON), ``recipe`` (JSON or ``null``), ``recipe_
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
+from binarize._files import atomic_path
 from binarize.errors import BinarizeError
 from binarize.training.config import ExperimentConfig, load_config
 
@@ -60,18 +59,6 @@ class Checkpoint:
     optimizer_state: dict[str, Any] | None
 
 
-def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_checkpoint(
     path: str | Path,
     *,
@@ -100,7 +87,8 @@ def write_checkpoint(
         "optim_groups": json.dumps(groups),
     }
     target = Path(path)
-    _atomic_save(tensors, metadata, target)
+    with atomic_path(target) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
     return target
 
 
@@ -114,11 +102,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if not source.is_file():
         raise CheckpointError(f"no checkpoint at {str(source)!r}")
     try:
-        tensors = load_file(str(source))
-        from safetensors import safe_open
-
         with safe_open(str(source), framework="pt") as handle:
             metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{source} is not a readable safetensors checkpoint ({exc})") from None
     if metadata.get("format") != FORMAT:

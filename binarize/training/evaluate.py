@@ -9,8 +9,6 @@ next to bicubic upsampling as the baseline. It writes ``eval.json``, ``eval.md``
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from binarize._files import atomic_path
 from binarize.data import ImageFolder, bicubic_downscale, bicubic_upscale, embedded_photos, mod_crop, save_image
 from binarize.diffusion import PREDICTION_TARGETS, DDIMSampler, NoiseSchedule
 from binarize.metrics import psnr_y, ssim_y
@@ -37,7 +36,7 @@ def load_model(checkpoint: str | Path | Checkpoint) -> tuple[nn.Module, Checkpoi
         CheckpointError: the file is not a checkpoint, or its weights do not fit the model its config describes.
     """
     found = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint)
-    built = build_model(found.config, found.recipe, from_config=found.recipe is not None)
+    built = build_model(found.config, found.recipe)
     try:
         built.model.load_state_dict(found.model_state)
     except RuntimeError as exc:
@@ -145,7 +144,5 @@ def _stack(panels: list[Tensor]) -> Tensor:
 
 
 def _write_text(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")

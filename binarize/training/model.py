@@ -59,18 +59,16 @@ def _full_precision(config: ExperimentConfig) -> tuple[nn.Module, tuple]:
     return spec.model, spec.example_inputs(8 * config.scale)
 
 
-def build_model(config: ExperimentConfig, recipe: dict[str, Any] | None = None, *, from_config: bool = True) -> BuiltModel:
+def build_model(config: ExperimentConfig, recipe: dict[str, Any] | None | str = "config") -> BuiltModel:
     """Build the experiment's network: seeded with ``config.seed``, the output layer zeroed for the ``residual``
     target, then binarized with the recipe.
 
     Args:
         config: the experiment.
-        recipe: the recipe as plain data (a checkpoint's); by default the config's recipe is resolved.
-        from_config: resolve ``config.recipe`` when ``recipe`` is ``None`` (``False``: full precision).
+        recipe: the recipe as plain data (a checkpoint's; ``None``: full precision), or ``"config"`` to resolve
+            ``config.recipe``.
     """
-    data, digest = resolve_recipe(config.recipe) if recipe is None and from_config else (recipe, "")
-    if recipe is not None:
-        digest = load_recipe(recipe).hash
+    data, digest = resolve_recipe(config.recipe if recipe == "config" else recipe)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model, inputs = _full_precision(config)

@@ -208,7 +208,7 @@ def train(
             bar.close()
         if log is not None:
             log.close()
-    return TrainResult(model, max(start, start + len(losses)), resumed_from, last, losses)
+    return TrainResult(model, start + len(losses), resumed_from, last, losses)
 
 
 def _save(folder: Path, model: nn.Module, optimizer: Any, config: ExperimentConfig, built: Any, step: int,
