@@ -18,8 +18,9 @@ import importlib
 import pkgutil
 
 from binarize.zoo._registry import ZOO, ZooEntry, image_inputs, register
+from binarize.zoo._trained import TRAINED, TrainedModel
 
-__all__ = ["ZOO", "ZooEntry", "image_inputs", "register"]
+__all__ = ["TRAINED", "ZOO", "TrainedModel", "ZooEntry", "image_inputs", "register"]
 
 
 def _import_models() -> None:

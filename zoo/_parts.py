@@ -74,7 +74,7 @@ class SinusoidalEmbedding(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         """Embed the steps ``t`` (``(B,)``, usually integers) as a ``(B, dim)`` float tensor."""
-        angles = t.to(self.frequencies.dtype)[:, None] * self.frequencies[None, :]
+        angles = t[:, None] * self.frequencies[None, :]  # promotes to the buffer's dtype (no traced constant)
         return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
 

@@ -24,8 +24,11 @@ from binarize.recipe import load_recipe
 
 __all__ = ["DTYPES", "OverheadResult", "measure_overhead", "resolve_device"]
 
-#: ``--dtype`` names and their torch dtypes.
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+#: ``--dtype`` names and the dtype of the parameters and inputs.
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "bf16-autocast": torch.float32}
+
+#: ``--dtype`` names that run forward and loss under :func:`torch.autocast` (fp32 parameters), and its dtype.
+AUTOCAST: dict[str, torch.dtype] = {"bf16-autocast": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,8 @@ def measure_overhead(
             :func:`~binarize.bench.step.training_batch`), with random timesteps for a recipe with a ``timestep``
             section.
         device: ``"cpu"`` or ``"cuda"``.
-        dtype: ``"fp32"`` or ``"bf16"`` (parameters and floating-point inputs).
+        dtype: ``"fp32"``, ``"bf16"`` (parameters and floating-point inputs) or ``"bf16-autocast"`` (fp32
+            parameters, forward and loss under bf16 :func:`torch.autocast`).
         compile: run both networks through :func:`torch.compile`.
         steps: timed steps per network.
         warmup: untimed steps per network first (they also compile with ``compile``).
@@ -147,7 +151,8 @@ def measure_overhead(
     memory_step_of: dict[str, TrainingStep] = {}
     for name, network in networks.items():
         network = network.to(device=target_device, dtype=DTYPES[dtype]).train()
-        step = TrainingStep.adam(network, inputs, fixed_target(network, inputs, seed=seed))
+        step = TrainingStep.adam(network, inputs, fixed_target(network, inputs, seed=seed),
+                                 autocast=AUTOCAST.get(dtype))
         memory_step_of[name] = step_of[name] = step
         if compile:
             step_of[name] = dataclasses.replace(step, model=torch.compile(network))

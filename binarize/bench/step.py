@@ -93,21 +93,26 @@ class TrainingStep:
         optimizer: its optimizer.
         inputs: positional forward arguments.
         target: a tensor of the output's shape.
+        autocast: run forward and loss under :func:`torch.autocast` with this dtype (``None``: no autocast).
     """
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     inputs: tuple[Any, ...]
     target: Tensor
+    autocast: torch.dtype | None = None
 
     @classmethod
-    def adam(cls, model: nn.Module, inputs: tuple[Any, ...], target: Tensor, *, lr: float = 1e-4) -> TrainingStep:
+    def adam(cls, model: nn.Module, inputs: tuple[Any, ...], target: Tensor, *, lr: float = 1e-4,
+             autocast: torch.dtype | None = None) -> TrainingStep:
         """A step with Adam at learning rate ``lr``."""
-        return cls(model, torch.optim.Adam(model.parameters(), lr=lr), inputs, target)
+        return cls(model, torch.optim.Adam(model.parameters(), lr=lr), inputs, target, autocast)
 
     def __call__(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        loss = F.l1_loss(self.model(*self.inputs), self.target)
+        with torch.autocast(self.target.device.type, dtype=self.autocast or torch.float32,
+                            enabled=self.autocast is not None):
+            loss = F.l1_loss(self.model(*self.inputs).float(), self.target.float())
         loss.backward()
         self.optimizer.step()
 

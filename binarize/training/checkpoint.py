@@ -27,7 +27,7 @@ from binarize._files import atomic_path
 from binarize.errors import BinarizeError
 from binarize.training.config import ExperimentConfig, load_config
 
-__all__ = ["Checkpoint", "CheckpointError", "FORMAT", "latest_checkpoint", "read_checkpoint", "write_checkpoint"]
+__all__ = ["Checkpoint", "CheckpointError", "FORMAT", "compact_checkpoint", "latest_checkpoint", "read_checkpoint", "write_checkpoint"]
 
 FORMAT = "binarize-checkpoint/1"
 
@@ -59,6 +59,18 @@ class Checkpoint:
     optimizer_state: dict[str, Any] | None
 
 
+def _metadata(config: ExperimentConfig, recipe: dict[str, Any] | None, recipe_hash: str, step: int,
+              groups: Any) -> dict[str, str]:
+    return {
+        "format": FORMAT,
+        "config": json.dumps(config.to_dict()),
+        "recipe": json.dumps(recipe),
+        "recipe_hash": recipe_hash,
+        "step": str(step),
+        "optim_groups": json.dumps(groups),
+    }
+
+
 def write_checkpoint(
     path: str | Path,
     *,
@@ -78,14 +90,7 @@ def write_checkpoint(
             for key, value in values.items():
                 tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
         groups = state["param_groups"]
-    metadata = {
-        "format": FORMAT,
-        "config": json.dumps(config.to_dict()),
-        "recipe": json.dumps(recipe),
-        "recipe_hash": recipe_hash,
-        "step": str(step),
-        "optim_groups": json.dumps(groups),
-    }
+    metadata = _metadata(config, recipe, recipe_hash, step, groups)
     target = Path(path)
     with atomic_path(target) as temporary:
         save_file(tensors, str(temporary), metadata=metadata)
@@ -126,6 +131,26 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         source, config, json.loads(metadata["recipe"]), metadata["recipe_hash"], int(metadata["step"]), model_state,
         optimizer_state,
     )
+
+
+def compact_checkpoint(source: str | Path, target: str | Path, *, dtype: torch.dtype = torch.float16) -> Path:
+    """Write a weights-only copy of a checkpoint with its floating-point tensors stored as ``dtype``.
+
+    The optimiser state is dropped and the weights take half the bytes (``float16``); loading casts them back to the
+    model's dtype, so the network computes in full precision from slightly rounded weights. Integer tensors (counts,
+    indices) are kept as they are. Evaluate the compact file itself when reporting its quality.
+    """
+    found = read_checkpoint(source)
+    tensors = {
+        f"model.{key}": (value.to(dtype) if value.is_floating_point() else value).contiguous()
+        for key, value in found.model_state.items()
+    }
+    metadata = _metadata(found.config, found.recipe, found.recipe_hash, found.step, None)
+    destination = Path(target)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(destination) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
+    return destination
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:

@@ -112,15 +112,9 @@ def run_upscale(args: argparse.Namespace) -> int:
 
 
 def _checkpoint_path(spec: str) -> Path:
-    if spec.startswith("zoo:"):
-        from binarize.zoo import ZOO
+    from binarize.training.model import resolve_checkpoint
 
-        entry = ZOO.get(spec[len("zoo:"):])
-        path = getattr(entry, "checkpoint", None)
-        if path is None:
-            raise CommandError(f"{spec} has no trained checkpoint; pass a checkpoint file written by `binarize train`")
-        return Path(path)
-    return Path(spec)
+    return resolve_checkpoint(spec)
 
 
 def _stderr(message: str) -> None:

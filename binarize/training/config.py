@@ -15,6 +15,7 @@
     log_every: 10
     checkpoint_every: 200
     eval_every: 0                       # held-out denoising loss every N steps (0: only at the end)
+    init: null                          # start from a full-precision checkpoint (a file or zoo:NAME), then binarize
     out: runs/bidiffsr-small-x2
 
 ``binarize train CONFIG.yaml --set optim.lr=1e-4 --set steps=500`` overrides single keys (values are read as YAML).
@@ -111,7 +112,13 @@ class OptimConfig:
 
 @dataclass
 class ExperimentConfig:
-    """One training experiment (see the module docstring for the YAML form)."""
+    """One training experiment (see the module docstring for the YAML form).
+
+    ``init`` names a full-precision checkpoint of the same model (a file written by ``binarize train`` with
+    ``recipe: null``, or ``zoo:NAME`` of a trained zoo model): a fresh run loads its weights into the
+    full-precision network before binarizing it. Structure-only rewriting is function-preserving, so the binarized
+    network starts from the trained full-precision function up to the binarizers themselves.
+    """
 
     name: str = "experiment"
     model: str = "zoo:bidiffsr-unet-small"
@@ -126,6 +133,7 @@ class ExperimentConfig:
     log_every: int = 10
     checkpoint_every: int = 200
     eval_every: int = 0
+    init: str | None = None
     out: str = "runs/experiment"
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ land in the same structure (the recipe's graph rewrites and binary layers) they 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ from binarize.recipe import load_recipe
 from binarize.specs import resolve_model
 from binarize.training.config import ConfigError, ExperimentConfig
 
-__all__ = ["BuiltModel", "build_model", "resolve_recipe"]
+__all__ = ["BuiltModel", "build_model", "resolve_checkpoint", "resolve_recipe"]
 
 
 class BuiltModel:
@@ -59,14 +60,18 @@ def _full_precision(config: ExperimentConfig) -> tuple[nn.Module, tuple]:
     return spec.model, spec.example_inputs(8 * config.scale)
 
 
-def build_model(config: ExperimentConfig, recipe: dict[str, Any] | None | str = "config") -> BuiltModel:
+def build_model(
+    config: ExperimentConfig, recipe: dict[str, Any] | None | str = "config", *, initialise: bool = False
+) -> BuiltModel:
     """Build the experiment's network: seeded with ``config.seed``, the output layer zeroed for the ``residual``
-    target, then binarized with the recipe.
+    target (or, with ``initialise``, the weights of ``config.init`` loaded), then binarized with the recipe.
 
     Args:
         config: the experiment.
         recipe: the recipe as plain data (a checkpoint's; ``None``: full precision), or ``"config"`` to resolve
             ``config.recipe``.
+        initialise: load ``config.init`` (a fresh training run does; rebuilding a trained checkpoint does not, its
+            own weights replace everything).
     """
     data, digest = resolve_recipe(config.recipe if recipe == "config" else recipe)
     with torch.random.fork_rng(devices=[]):
@@ -77,6 +82,52 @@ def build_model(config: ExperimentConfig, recipe: dict[str, Any] | None | str = 
             zero_output(model)
         except ValueError as exc:
             raise ConfigError(f"diffusion.target residual starts from a zero output layer: {exc}") from None
+    if initialise and config.init is not None:
+        _load_initial_weights(model, config)
     if data is not None:
         model = binarize(model, data, example_inputs=inputs)
     return BuiltModel(model, data, digest)
+
+
+def _load_initial_weights(model: nn.Module, config: ExperimentConfig) -> None:
+    """Load the full-precision weights named by ``config.init`` into ``model`` (before binarization)."""
+    from binarize.training.checkpoint import CheckpointError, read_checkpoint
+
+    path = resolve_checkpoint(config.init)
+    found = read_checkpoint(path)
+    if found.recipe is not None:
+        raise ConfigError(
+            f"init {config.init!r} is a binarized checkpoint (recipe {found.recipe.get('name', '?')}); init takes a "
+            "full-precision one (trained with recipe: null)"
+        )
+    if (found.config.model, found.config.model_args) != (config.model, config.model_args):
+        raise ConfigError(
+            f"init {config.init!r} holds {found.config.model} {found.config.model_args}, this experiment trains "
+            f"{config.model} {config.model_args}; init needs the same network"
+        )
+    try:
+        model.load_state_dict(found.model_state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: the weights do not fit {config.model} ({str(exc).splitlines()[0]})") from None
+
+
+def resolve_checkpoint(spec: str | Path) -> Path:
+    """A checkpoint file from a path or ``zoo:NAME`` (a trained model of the zoo).
+
+    Raises:
+        ConfigError: ``zoo:NAME`` names no trained model.
+    """
+    text = str(spec)
+    if text.startswith("zoo:"):
+        from binarize.zoo import TRAINED
+
+        name = text[len("zoo:"):]
+        if name not in TRAINED:
+            from binarize.recipe.source import did_you_mean
+
+            raise ConfigError(
+                f"{text} is not a trained zoo model.{did_you_mean(name, TRAINED.names())} Trained models: "
+                f"{', '.join(TRAINED.names()) or 'none'}; or pass a checkpoint file written by `binarize train`"
+            )
+        return TRAINED.get(name).checkpoint
+    return Path(text)

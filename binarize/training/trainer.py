@@ -88,7 +88,9 @@ class _Distributed:
             dist.barrier()
 
 
-def _device(place: _Distributed) -> torch.device:
+def _device(place: _Distributed, requested: str | None = None) -> torch.device:
+    if requested is not None:
+        return torch.device(requested)
     if torch.cuda.is_available():
         torch.cuda.set_device(place.local_rank)
         return torch.device("cuda", place.local_rank)
@@ -115,6 +117,7 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     echo: Callable[[str], None] = print,
+    device: str | None = None,
 ) -> TrainResult:
     """Train ``config`` (resuming from the run folder's latest checkpoint unless ``resume=False``).
 
@@ -124,18 +127,19 @@ def train(
         progress: show a progress bar (rank 0) with the loss and the speed.
         stop_after: stop after this many steps of this call (for tests and time-boxed runs), after checkpointing.
         echo: where one-line messages go (rank 0).
+        device: ``cpu``, ``cuda``, ...; default: this process's CUDA device when CUDA is available, else the CPU.
     """
     place = _Distributed.from_environment()
-    device = _device(place)
+    where = _device(place, device)
     out = Path(config.out)
     folder = out / "checkpoints"
-    built = build_model(config)
-    model = built.model.to(device).train()
+    found = latest_checkpoint(folder) if resume else None
+    built = build_model(config, initialise=found is None)
+    model = built.model.to(where).train()
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay
     )
     start, resumed_from = 0, None
-    found = latest_checkpoint(folder) if resume else None
     if found is not None:
         start = _restore(found, model, optimizer, built.recipe_hash, config)
         resumed_from = found
@@ -148,11 +152,11 @@ def train(
     if place.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        wrapped = DistributedDataParallel(model, device_ids=[where.index] if where.type == "cuda" else None)
     schedule = NoiseSchedule.linear(config.diffusion.steps, config.diffusion.beta_start, config.diffusion.beta_end)
     target = PREDICTION_TARGETS.get(config.diffusion.target)
     dataset = patch_dataset(config, place.world)
-    held_out = held_out_batch(config) if place.main else None
+    held_out = tuple(x.to(where) for x in held_out_batch(config)) if place.main else None
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
     bar = _progress(progress and place.main, start, config.steps)
     losses: list[float] = []
@@ -165,9 +169,9 @@ def train(
             seed = step_seed(config.seed, step, place.rank)
             generator = torch.Generator().manual_seed(seed)
             torch.manual_seed(seed)  # dropout
-            hr, cond = batch["hr"].to(device), batch["cond"].to(device)
+            hr, cond = batch["hr"].to(where), batch["cond"].to(where)
             t = draw_timesteps(hr.shape[0], schedule.steps, generator, per_sample=config.diffusion.per_sample_t)
-            noise = torch.randn(hr.shape, generator=generator).to(device)
+            noise = torch.randn(hr.shape, generator=generator).to(where)
             loss = training_loss(wrapped, schedule, target, hr, cond, t, noise)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
