@@ -73,7 +73,9 @@ def command(
 
 
 #: Modules that register further commands when imported (kept out of ``import binarize``: some are heavy).
-COMMAND_MODULES: tuple[str, ...] = ("binarize.training.commands", "binarize.metrics", "binarize.bench.cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "binarize.training.commands", "binarize.metrics", "binarize.bench.cli", "binarize.showcase.commands",
+)
 
 
 def _load_command_modules() -> None:

@@ -34,7 +34,7 @@ DOCS = ROOT / "docs"
 # An opening fence (possibly indented, e.g. inside an admonition), its language, its body, the closing fence.
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
                     re.MULTILINE | re.DOTALL)
-_FILE_ARGUMENT = re.compile(r"\S+\.(?:py|ya?ml)\b")
+_FILE_ARGUMENT = re.compile(r"\S+\.(?:py|ya?ml|png)\b")
 _RUN = re.compile(r"<!--\s*generated:\s*run\s+(?P<command>binarize\s[^>]*?)\s*-->")
 
 
@@ -100,7 +100,7 @@ def test_python_examples(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_command_examples(where: str, command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     # A command may use files that a ```python block of the same page writes (cli.md does): for a command that
-    # names a .py or .yaml file, run the page's Python blocks first, in this working directory.
+    # names a .py, .yaml or .png file, run the page's Python blocks first, in this working directory.
     if _FILE_ARGUMENT.search(command):
         page = DOCS / where.rsplit(":", 1)[0]
         namespace: dict[str, object] = {"__name__": "docs_setup"}

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from binarize._files import atomic_path
+from binarize._files import write_text_atomic
 from binarize.bench.overhead import DTYPES, measure_overhead
 from binarize.bench.quality import QUALITY_MODES, measure_quality
 from binarize.bench.rewrite import measure_rewrite
@@ -106,8 +106,7 @@ def _run_quality(args: argparse.Namespace) -> Any:
                              device=args.device, echo=echo)
     path = Path(args.out) / "quality.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(result.to_dict(), indent=2) + "\n")
     return result
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from binarize._files import atomic_path
+from binarize._files import write_text_atomic
 from binarize.errors import BinarizeError
 
 __all__ = ["PAPER_CLAIMS", "comparison_recipe", "QUALITY_MODES", "QualityMode", "QualityResult", "measure_quality", "run_label"]
@@ -255,8 +255,7 @@ def measure_run(mode_name: str, label: str, steps: int, out: str, device: str | 
     if mode.sample:
         result.update(_sampled(model.to(where), config))
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(done) as temporary:
-        temporary.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(done, json.dumps(result, indent=2) + "\n")
     return result
 
 

@@ -53,7 +53,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _configure_eval(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a checkpoint written by `binarize train`")
+    parser.add_argument("checkpoint", help="a checkpoint written by `binarize train`, or zoo:NAME (a trained zoo model)")
     parser.add_argument("--data", help="HR image folder (default: the embedded held-out photos)")
     parser.add_argument("--lr-dir", help="matching LR images (default: bicubic downscaling of the HR images)")
     parser.add_argument("--full", action="store_true", help="whole embedded photos instead of their centred crops")
@@ -73,7 +73,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from binarize.training.data import HELD_OUT_CROP
     from binarize.training.evaluate import evaluate, load_model, test_images
 
-    model, checkpoint = load_model(args.checkpoint)
+    model, checkpoint = load_model(_checkpoint_path(args.checkpoint))
     images = test_images(checkpoint.config.scale, args.data, args.lr_dir, None if args.full else HELD_OUT_CROP)
     report = evaluate(model, checkpoint.config, images, steps=args.steps, seed=args.seed, tile=args.tile,
                       out=args.out, title=f"{checkpoint.config.name} (step {checkpoint.step})")

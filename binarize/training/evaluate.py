@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from binarize._files import atomic_path
+from binarize._files import write_text_atomic
 from binarize.data import ImageFolder, bicubic_downscale, bicubic_upscale, embedded_photos, mod_crop, save_image
 from binarize.diffusion import PREDICTION_TARGETS, DDIMSampler, NoiseSchedule
 from binarize.metrics import psnr_y, ssim_y
@@ -26,7 +26,7 @@ from binarize.training.config import ExperimentConfig
 from binarize.training.data import HELD_OUT_CROP
 from binarize.training.model import build_model
 
-__all__ = ["EvalReport", "evaluate", "load_model", "sampler_for", "test_images", "upscale_image"]
+__all__ = ["EvalReport", "evaluate", "load_model", "sampler_for", "stack_panels", "test_images", "upscale_image"]
 
 
 def load_model(checkpoint: str | Path | Checkpoint) -> tuple[nn.Module, Checkpoint]:
@@ -80,9 +80,15 @@ def upscale_image(
 
 @dataclass
 class EvalReport:
-    """Per-image and mean PSNR-Y / SSIM-Y of the model and of bicubic upsampling."""
+    """Per-image and mean PSNR-Y / SSIM-Y of the model and of bicubic upsampling.
+
+    Attributes:
+        rows: one entry per image (name, size, the model's and bicubic's PSNR-Y and SSIM-Y).
+        outputs: the model's result per image name, ``(3, H, W)`` in ``[0, 1]`` (not part of :meth:`to_dict`).
+    """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
+    outputs: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def mean(self) -> dict[str, float]:
@@ -126,23 +132,19 @@ def evaluate(
             "psnr_y": psnr_y(sr, hr, config.scale), "ssim_y": ssim_y(sr, hr, config.scale),
             "bicubic_psnr_y": psnr_y(bicubic, hr, config.scale), "bicubic_ssim_y": ssim_y(bicubic, hr, config.scale),
         })
+        report.outputs[name] = sr
         panels.append(torch.cat([bicubic, sr, hr], dim=-1))
     if out is not None:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_text(folder / "eval.json", json.dumps(report.to_dict(), indent=2) + "\n")
-        _write_text(folder / "eval.md", report.markdown(title))
-        save_image(_stack(panels), folder / "eval.png")
+        write_text_atomic(folder / "eval.json", json.dumps(report.to_dict(), indent=2) + "\n")
+        write_text_atomic(folder / "eval.md", report.markdown(title))
+        save_image(stack_panels(panels), folder / "eval.png")
     return report
 
 
-def _stack(panels: list[Tensor]) -> Tensor:
+def stack_panels(panels: list[Tensor]) -> Tensor:
     """Panels of different sizes one above the other, on a white background."""
     width = max(p.shape[-1] for p in panels)
     rows = [torch.nn.functional.pad(p, (0, width - p.shape[-1], 0, 4), value=1.0) for p in panels]
     return torch.cat(rows, dim=-2)
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as temporary:
-        temporary.write_text(text, encoding="utf-8")

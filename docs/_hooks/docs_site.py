@@ -11,7 +11,8 @@ At build time, from the installed package (nothing generated is committed):
 * placeholders in the Markdown sources: ``<!-- generated: cli-help -->`` (the argparse help of every command),
   ``<!-- generated: run binarize ... -->`` (a command run in-process, shown with its output), and
   ``<!-- generated: graph-functions -->`` / ``<!-- generated: graph-factories -->`` (the functions pattern steps can
-  name and the registered graph-rule factories).
+  name and the registered graph-rule factories), ``<!-- generated: zoo-cards -->`` (the cards of the trained zoo
+  models) and ``<!-- generated: quality-table FILE -->`` (a stored ``binarize bench quality`` result).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import cli_page  # noqa: E402
 import gallery  # noqa: E402
 import graph_tables  # noqa: E402
 import plots  # noqa: E402
+import showcase_pages  # noqa: E402
 from mkdocs.config.defaults import MkDocsConfig  # noqa: E402
 from mkdocs.exceptions import PluginError  # noqa: E402
 from mkdocs.structure.files import File, Files  # noqa: E402
@@ -87,6 +89,10 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
     return files
 
 
+#: The folder of ``mkdocs.yml``: file paths in placeholders are relative to it.
+SITE_ROOT = Path(__file__).resolve().parents[2]
+
+
 def _expand(match: re.Match[str], page: Page) -> str:
     kind, arg = match.group("kind"), match.group("arg").strip()
     if kind == "cli-help":
@@ -101,6 +107,10 @@ def _expand(match: re.Match[str], page: Page) -> str:
         return graph_tables.functions_markdown()
     if kind == "graph-factories":
         return graph_tables.factories_markdown()
+    if kind == "zoo-cards":
+        return showcase_pages.cards_markdown(int(arg or 2))
+    if kind == "quality-table":
+        return showcase_pages.quality_markdown(SITE_ROOT / arg)
     raise PluginError(f"{page.file.src_uri}: unknown placeholder <!-- generated: {kind} -->")
 
 

@@ -1,0 +1,177 @@
+"""Result cards of trained zoo models, and ``binarize publish`` that writes them.
+
+A card holds what a user needs to trust and reproduce a checkpoint: the experiment config (model, recipe, data,
+diffusion target and schedule, optimiser, steps), how it was trained (wall time, hardware, the exact commands),
+its quality on the held-out photos against bicubic and its cost, measured by :func:`measure_checkpoint` on the
+published (compact) file itself, so ``binarize demo`` reproduces the card's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from binarize._files import write_text_atomic
+from binarize.showcase.measure import ModelMeasurement, measure_checkpoint
+from binarize.training.checkpoint import compact_checkpoint, read_checkpoint
+from binarize.training.config import ExperimentConfig, available_experiments, load_config
+from binarize.training.data import HELD_OUT_CROP
+
+__all__ = ["card_data", "card_markdown", "publish", "reproduce_commands", "training_summary"]
+
+
+def training_summary(run_folder: str | Path) -> dict[str, Any]:
+    """Steps, wall time (summed over resumed segments) and last held-out loss from a run's ``log.jsonl``."""
+    path = Path(run_folder) / "log.jsonl"
+    if not path.is_file():
+        return {}
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    wall, previous = 0.0, 0.0
+    for record in records:
+        elapsed = record.get("elapsed_s")
+        if elapsed is None:
+            continue
+        if elapsed < previous:  # a resumed segment starts its clock again
+            wall += previous
+        previous = elapsed
+    wall += previous
+    held_out = [r for r in records if "held_out_loss" in r]
+    summary: dict[str, Any] = {"steps": records[-1]["step"] if records else 0, "wall_s": round(wall, 1)}
+    if held_out:
+        summary["held_out_loss"] = held_out[-1]["held_out_loss"]
+        summary["held_out_curve"] = [[r["step"], r["held_out_loss"]] for r in held_out]
+    return summary
+
+
+def reproduce_commands(config: ExperimentConfig, step: int, name: str) -> list[str]:
+    """The commands that train the checkpoint again and publish it under ``name``."""
+    shipped = config.name in available_experiments() and _same_experiment(load_config(config.name), config)
+    train = f"binarize train {config.name}" if shipped else f"binarize train {name}.yaml  # the card's config"
+    out = load_config(config.name).out if shipped else config.out
+    return [train, f"binarize publish {out}/checkpoints/step_{step:08d}.safetensors --name {name}"]
+
+
+def _same_experiment(a: ExperimentConfig, b: ExperimentConfig) -> bool:
+    strip = {"out": None}
+    return {**a.to_dict(), **strip} == {**b.to_dict(), **strip}
+
+
+def card_data(name: str, measurement: ModelMeasurement, training: dict[str, Any], hardware: str) -> dict[str, Any]:
+    """The card as plain data (what ``cards/NAME.json`` holds)."""
+    checkpoint = measurement.checkpoint
+    config = checkpoint.config
+    recipe = checkpoint.recipe["name"] if checkpoint.recipe else None
+    return {
+        "name": name,
+        "model": config.model,
+        "recipe": recipe,
+        "scale": config.scale,
+        "target": config.diffusion.target,
+        "config": {k: v for k, v in config.to_dict().items() if k != "out"},
+        "training": {**training, "steps": checkpoint.step, "hardware": hardware,
+                     "reproduce": reproduce_commands(config, checkpoint.step, name)},
+        "evaluation": {
+            "images": measurement.report.rows,
+            "protocol": f"centred {HELD_OUT_CROP}x{HELD_OUT_CROP} crops of the embedded held-out photos, bicubic "
+                        f"x{config.scale} downscale as input, DDIM {config.diffusion.sampling_steps} steps, seed 0, "
+                        f"PSNR-Y / SSIM-Y with {config.scale} border pixels cropped",
+        },
+        "quality": {"bicubic": measurement.bicubic, "model": measurement.quality},
+        "cost": {**measurement.cost, "checkpoint_bytes": measurement.checkpoint_bytes},
+    }
+
+
+def card_markdown(data: dict[str, Any]) -> str:
+    """The card for people: what the model is, how it was trained, how good and how costly it is."""
+    training, cost, quality = data["training"], data["cost"], data["quality"]
+    config = data["config"]
+    diffusion = config["diffusion"]
+    lines = [
+        f"# {data['name']}",
+        "",
+        f"`{data['model']}` x{data['scale']}, "
+        + (f"binarized with the `{data['recipe']}` recipe" if data["recipe"] else "full precision (no recipe)")
+        + f"; trained with `binarize train` on the embedded photos. Use it as `zoo:{data['name']}`.",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| diffusion | target `{diffusion['target']}`, linear betas {diffusion['beta_start']:g} to "
+        f"{diffusion['beta_end']:g} over T = {diffusion['steps']}, one timestep per sample: "
+        f"{diffusion['per_sample_t']} |",
+        f"| sampling | DDIM, {diffusion['sampling_steps']} steps |",
+        f"| data | {config['data']['patch']} px HR patches, batch {config['data']['batch']} |",
+        f"| optimiser | Adam, lr {config['optim']['lr']:g}, betas {tuple(config['optim']['betas'])} |",
+        f"| initial weights | {config.get('init') or 'random (seed ' + str(config['seed']) + ')'} |",
+        f"| steps | {training['steps']} |",
+        f"| wall time | {_minutes(training.get('wall_s'))} on {training['hardware']} |",
+        f"| held-out denoising loss | {_number(training.get('held_out_loss'), '.5f')} |",
+        "",
+        "## Quality",
+        "",
+        data["evaluation"]["protocol"] + ".",
+        "",
+        "| image | bicubic PSNR-Y | PSNR-Y | bicubic SSIM-Y | SSIM-Y |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in data["evaluation"]["images"]:
+        lines.append(f"| {row['name']} | {row['bicubic_psnr_y']:.2f} | {row['psnr_y']:.2f} | "
+                     f"{row['bicubic_ssim_y']:.4f} | {row['ssim_y']:.4f} |")
+    gain = quality["model"]["psnr_y"] - quality["bicubic"]["psnr_y"]
+    lines += [
+        f"| **mean** | {quality['bicubic']['psnr_y']:.2f} | **{quality['model']['psnr_y']:.2f}** ({gain:+.2f} dB) | "
+        f"{quality['bicubic']['ssim_y']:.4f} | **{quality['model']['ssim_y']:.4f}** |",
+        "",
+        "## Cost",
+        "",
+        f"One network evaluation for a 3 x {cost['size']} x {cost['size']} output, the paper's convention "
+        "(binary parameters / 32, binary operations / 64).",
+        "",
+        "| params (M) | OPs (G) | FP params | binary weights | binary layers | checkpoint |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| {cost['params_m']:.4f} | {cost['ops_g']:.4f} | {cost['fp_params']:,} | {cost['binary_params']:,} | "
+        f"{cost['binary_layers']} | {cost['checkpoint_bytes'] / 2**20:.2f} MiB (float16 weights) |",
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        *training["reproduce"],
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _minutes(seconds: float | None) -> str:
+    return "unknown" if seconds is None else f"{seconds / 60:.0f} min"
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "not recorded" if value is None else format(value, spec)
+
+
+def publish(checkpoint: str | Path, *, name: str | None = None, zoo: str | Path | None = None,
+            hardware: str = "unknown hardware") -> dict[str, Any]:
+    """Compact ``checkpoint`` into ``zoo/checkpoints/NAME.safetensors``, measure that file and write its card.
+
+    Args:
+        checkpoint: a checkpoint written by ``binarize train`` (its run folder's ``log.jsonl`` gives the wall time).
+        name: the zoo name (default: the experiment's name).
+        zoo: the zoo folder (default: the installed package's).
+        hardware: where it was trained, for the card.
+
+    Returns:
+        The card's data.
+    """
+    from binarize.zoo._trained import zoo_folder
+
+    source = Path(checkpoint)
+    found = read_checkpoint(source)
+    name = name or found.config.name
+    root = Path(zoo) if zoo is not None else zoo_folder()
+    target = compact_checkpoint(source, root / "checkpoints" / f"{name}.safetensors")
+    measurement = measure_checkpoint(target)
+    data = card_data(name, measurement, training_summary(source.parent.parent), hardware)
+    write_text_atomic(root / "cards" / f"{name}.json", json.dumps(data, indent=2) + "\n")
+    write_text_atomic(root / "cards" / f"{name}.md", card_markdown(data))
+    return data

@@ -1,0 +1,83 @@
+"""Zoo cards, ``binarize publish`` and ``binarize demo``: the shipped models are measured exactly as their cards say."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from binarize.cli import main
+from binarize.errors import BinarizeError
+from binarize.showcase import card_markdown, publish, training_summary
+from binarize.showcase import demo as demo_module
+from binarize.training import load_config, train
+from binarize.zoo import TRAINED
+
+TINY = {
+    "name": "tiny-card",
+    "model": "zoo:bidiffsr-unet-tiny",
+    "recipe": "bidiffsr",
+    "scale": 2,
+    "data": {"patch": 16, "batch": 2},
+    "diffusion": {"sampling_steps": 2},
+    "steps": 3,
+    "log_every": 1,
+    "checkpoint_every": 3,
+}
+
+
+def test_training_summary_adds_up_resumed_segments(tmp_path: Path) -> None:
+    records = [{"step": 1, "elapsed_s": 2.0}, {"step": 2, "elapsed_s": 4.0, "held_out_loss": 0.5},
+               {"step": 3, "elapsed_s": 1.5}, {"step": 4, "elapsed_s": 3.0, "held_out_loss": 0.25}]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = training_summary(tmp_path)
+    assert summary["wall_s"] == 7.0 and summary["steps"] == 4 and summary["held_out_loss"] == 0.25
+    assert summary["held_out_curve"] == [[2, 0.5], [4, 0.25]]
+    assert training_summary(tmp_path / "missing") == {}
+
+
+def test_publish_writes_a_compact_checkpoint_and_its_card(tmp_path: Path) -> None:
+    run = train(load_config({**TINY, "out": str(tmp_path / "run")}), progress=False)
+    data = publish(run.last_checkpoint, zoo=tmp_path / "zoo", hardware="test machine")
+    compact = tmp_path / "zoo" / "checkpoints" / "tiny-card.safetensors"
+    assert compact.is_file() and data["cost"]["checkpoint_bytes"] == compact.stat().st_size
+    assert json.loads((tmp_path / "zoo" / "cards" / "tiny-card.json").read_text()) == data
+    assert data["recipe"] == "bidiffsr" and data["target"] == "residual" and data["training"]["steps"] == 3
+    assert data["training"]["hardware"] == "test machine" and data["training"]["wall_s"] > 0
+    assert data["training"]["reproduce"][0].startswith("binarize train tiny-card.yaml")  # not a shipped experiment
+    assert {row["name"] for row in data["evaluation"]["images"]} == {"chelsea", "flower"}
+    text = (tmp_path / "zoo" / "cards" / "tiny-card.md").read_text()
+    assert text == card_markdown(data) and "## Reproduce" in text and "test machine" in text
+
+
+def test_shipped_cards_describe_their_checkpoints() -> None:
+    for name in ("fp-small-x2", "bidiffsr-small-x2"):
+        entry = TRAINED.get(name)
+        card = entry.card()
+        assert card["training"]["reproduce"][0] == f"binarize train {name}"
+        assert card["cost"]["checkpoint_bytes"] == entry.checkpoint.stat().st_size
+        assert entry.card_markdown.read_text() == card_markdown(card)
+
+
+def test_missing_zoo_model_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(demo_module.DEMO_MODELS, "bidiffsr", "bidiffsr-small-x9")
+    with pytest.raises(BinarizeError, match="bidiffsr-small-x9.*is not installed"):
+        demo_module.run_demo(tmp_path, echo=lambda _: None)
+
+
+def test_demo_reproduces_the_cards_and_beats_bicubic(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert json.loads((tmp_path / "report.json").read_text()) == printed
+    quality = printed["quality"]
+    assert quality["bidiffsr"]["psnr_y"] >= quality["bicubic"]["psnr_y"] + 0.5
+    assert quality["fp"]["psnr_y"] > quality["bidiffsr"]["psnr_y"]
+    assert printed["matches_cards"] is True
+    for key, name in demo_module.DEMO_MODELS.items():
+        card = TRAINED.get(name).card()
+        assert quality[key]["psnr_y"] == pytest.approx(card["quality"]["model"]["psnr_y"], abs=0.01)
+        assert quality[key]["ssim_y"] == pytest.approx(card["quality"]["model"]["ssim_y"], abs=1e-4)
+        assert printed["cost"][key]["checkpoint_bytes"] == TRAINED.get(name).checkpoint.stat().st_size
+    assert printed["cost"]["bidiffsr"]["ops_g"] < printed["cost"]["fp"]["ops_g"]
+    assert (tmp_path / "side_by_side.png").is_file() and "## Quality" in (tmp_path / "report.md").read_text()
