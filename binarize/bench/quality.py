@@ -118,7 +118,7 @@ class QualityResult:
         for claim in PAPER_CLAIMS:
             if not set(claim.labels) <= set(self.runs):
                 continue
-            for key, higher in {(self.metric()), ("held_out_loss", False)}:
+            for key, higher in dict.fromkeys([self.metric(), ("held_out_loss", False)]):
                 score = {label: run[key] if higher else -run[key] for label, run in self.runs.items()}
                 checked.append({"claim": claim.text, "metric": key, "holds": bool(claim.check(score)),
                                 "values": {label: self.runs[label][key] for label in claim.labels}})
@@ -144,7 +144,8 @@ class QualityResult:
         if sampled and self.bicubic is not None:
             rows.append(["bicubic", "", "", "", f"{self.bicubic['psnr_y']:.2f}", f"{self.bicubic['ssim_y']:.4f}", ""])
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        lines = [f"bench quality ({self.mode}: {self.steps} steps per run, {self.device}; ranked by {key})",
+        lines = [f"bench quality ({self.mode}: {self.steps} steps per run, {self.device}; ranked by {key}; params and "
+                 "OPs of one evaluation at the held-out crop size)",
                  "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
                  "  ".join("-" * w for w in widths)]
         lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]

@@ -107,7 +107,7 @@ def run_upscale(args: argparse.Namespace) -> int:
     lr = load_image(args.input, min_size=2)
     sr = upscale_image(model, checkpoint.config, lr, steps=args.steps, tile=args.tile, seed=args.seed)
     path = save_image(sr, args.output)
-    _stderr(f"wrote {path} ({sr.shape[-1]}x{sr.shape[-2]}, x{checkpoint.config.scale})")
+    print(f"wrote {path} ({sr.shape[-1]}x{sr.shape[-2]}, x{checkpoint.config.scale})")
     return 0
 
 

@@ -7,6 +7,7 @@ import contextlib
 import io
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 
 from binarize.cli import build_parser, main
@@ -49,6 +50,18 @@ def help_markdown(heading_level: int = 2) -> str:
     return "\n".join(sections)
 
 
+@contextlib.contextmanager
+def _scratch_directory() -> Iterator[None]:
+    """Run in a fresh temporary working directory (a command's output files never land in the source tree)."""
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory() as folder:
+        os.chdir(folder)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
+
+
 def run_command(command_line: str) -> str:
     """Run ``binarize ...`` in-process and return what it printed; raise if it does not exit with 0."""
     import shlex
@@ -57,7 +70,7 @@ def run_command(command_line: str) -> str:
     if not argv or argv[0] != "binarize":
         raise ValueError(f"expected a `binarize ...` command, got {command_line!r}")
     out, err = io.StringIO(), io.StringIO()
-    with _plain_terminal(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with _plain_terminal(), _scratch_directory(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(argv[1:])
     if code != 0:
         raise RuntimeError(f"`{command_line}` exited with {code}: {err.getvalue().strip()}")
