@@ -6,6 +6,8 @@ Inductor's GPU code generation.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -86,3 +88,17 @@ def test_cost_is_device_independent() -> None:
     on_cuda = measure_cost(model.cuda(), (x.cuda(),))
     assert on_cuda.to_dict()["params_m"] == on_cpu.to_dict()["params_m"]
     assert on_cuda.to_dict()["ops_g"] == pytest.approx(on_cpu.to_dict()["ops_g"], rel=1e-9)
+
+
+def test_training_and_sampling_on_cuda(tmp_path: Path) -> None:
+    from binarize.training import load_config, load_model, train
+    from binarize.training.evaluate import evaluate, test_images
+
+    config = load_config({"name": "cuda", "model": "zoo:bidiffsr-unet-tiny", "recipe": "bidiffsr",
+                          "data": {"patch": 16, "batch": 2}, "diffusion": {"sampling_steps": 2}, "steps": 2,
+                          "checkpoint_every": 2, "out": str(tmp_path)})
+    result = train(config, progress=False, device="cuda")
+    assert next(result.model.parameters()).is_cuda and result.step == 2
+    model, checkpoint = load_model(result.last_checkpoint)
+    report = evaluate(model.cuda(), checkpoint.config, test_images(2, crop=32))
+    assert all(torch.isfinite(torch.tensor(row["psnr_y"])) for row in report.rows)
