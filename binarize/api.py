@@ -12,6 +12,7 @@ from binarize.engine.graph_pass import apply_graph_rules
 from binarize.engine.timestep_route import route_timesteps, timestep_argument
 from binarize.engine.verify import compare_outputs, run_model
 from binarize.errors import BinarizeError
+from binarize.nn.handover import exclusive_parameters, storage_key
 from binarize.recipe import load_recipe
 from binarize.recipe.loader import RecipeSpec
 
@@ -78,7 +79,7 @@ def binarize(
         report = Report(recipe=resolved.name, recipe_hash=resolved.hash)
     else:
         the_plan = make_plan(target, resolved, example_inputs=example_inputs)
-        target, report = apply_plan(target, the_plan)
+        target, report = apply_plan(target, the_plan, hand_over=() if inplace else _disposable(target, model))
         target, report.timestep = route_timesteps(target, resolved)
     report.structure_only = structure_only
     report.graph_replaced = graph.replaced
@@ -122,6 +123,13 @@ def plan(model: nn.Module, recipe: RecipeSpec, *, example_inputs: Any = None) ->
     if resolved.graph_rules:  # plan the network the layer rules will see: the graph rules' result, on a copy
         model = apply_graph_rules(_deep_copy(model), resolved).model
     return make_plan(model, resolved, example_inputs=example_inputs)
+
+
+def _disposable(copy_: nn.Module, original: nn.Module) -> list[nn.Parameter]:
+    """Parameters of ``copy_`` (a private deep copy of ``original``) that binary layers may take over: held by one
+    layer, sharing storage with no other tensor of the copy nor with any tensor of ``original``."""
+    theirs = {storage_key(t) for t in (*original.parameters(), *original.buffers())}
+    return [p for p in exclusive_parameters(copy_) if storage_key(p) not in theirs]
 
 
 def _deep_copy(model: nn.Module) -> nn.Module:

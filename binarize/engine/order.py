@@ -18,8 +18,12 @@ parallel branches), and every layer whose output reaches the model's output with
 and that feeds no other such layer, counts as last (a distillation head beside the classifier, several heads).
 The fx order finds the same boundaries from the traced graph's data flow; registration order has no such ties.
 
-The forward pass runs on fake tensors (shapes only, no arithmetic) when the model allows it, else on real ones.
-It runs in eval mode under ``torch.no_grad()`` and every module's ``training`` flag is restored
+The forward pass is not run when its outcome can be read off the model's torch.fx graph: for networks made of
+common layers, :mod:`binarize.engine.graph_order` walks the graph with the inputs' shapes and finds what the pass
+would record in a fraction of its time (inputs that the model may not accept are left to the pass, which reports
+them). Otherwise it runs on fake
+tensors (shapes only, no arithmetic) when the model allows it, else on real ones. It runs in eval mode with
+gradients enabled (to link the layers; nothing is backpropagated) and every module's ``training`` flag is restored
 afterwards, so the model is left as it was (BatchNorm running statistics are not updated in eval mode). A layer
 that never runs has no position and is never ``first`` or ``last``.
 """
@@ -35,16 +39,14 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from binarize.engine.boundaries import Positions, positions_from_calls
+from binarize.engine.graph_order import graph_positions
 from binarize.engine.tracing import PathTracer
 from binarize.errors import BinarizeError
 
 __all__ = ["ORDER_SOURCES", "Positions", "execution_order"]
 
 ORDER_SOURCES = ("forward", "timm_input_size", "fx", "registration")
-
-#: module index -> (position of its first call, position of its last call); input layers share the first position
-#: -1 and output layers the last position ``sys.maxsize`` (see :func:`execution_order`).
-Positions = dict[int, tuple[int, int]]
 
 
 def execution_order(
@@ -87,12 +89,17 @@ def execution_order(
 
 
 def _shape_only_or_real_order(model: nn.Module, modules: Sequence[nn.Module], example_inputs: Any) -> Positions:
-    """Record the order on a shape-only (fake tensor) forward pass, or on a real one when that fails.
+    """Read the order off the traced graph, or record it on a shape-only (fake tensor) forward pass, or on a real
+    one when that fails.
 
-    Under :class:`~torch._subclasses.fake_tensor.FakeTensorMode` every operation only propagates shapes, so the
-    pass costs milliseconds even for large models at their full input size. Models whose control flow reads
-    tensor values cannot run that way; they get a real forward pass.
+    The graph walk (:func:`~binarize.engine.graph_order.graph_positions`) costs about as much as tracing the model;
+    it answers only where it finds exactly what the pass would record. Under :class:`~torch._subclasses.fake_tensor.FakeTensorMode`
+    every operation only propagates shapes, but each costs Python-level dispatch: about one real forward pass of a
+    large model. Models whose control flow reads tensor values cannot run that way; they get a real forward pass.
     """
+    positions = graph_positions(model, modules, example_inputs)
+    if positions is not None:
+        return positions
     try:
         with FakeTensorMode(allow_non_fake_inputs=True):
             return _forward_order(model, modules, example_inputs)
@@ -114,18 +121,6 @@ def _reached(roots: Iterable[Any], marks: dict[Any, int]) -> set[int]:
             found.add(marks[node])
             continue
         stack.extend(n for n, _ in node.next_functions if n is not None)
-    return found
-
-
-def _upstream(start: int, feeds: Mapping[int, set[int]]) -> set[int]:
-    """Every candidate whose output reaches ``start``'s input, directly or through other candidates."""
-    found: set[int] = set()
-    stack = list(feeds.get(start, ()))
-    while stack:
-        u = stack.pop()
-        if u not in found:
-            found.add(u)
-            stack.extend(feeds.get(u, ()))
     return found
 
 
@@ -152,7 +147,8 @@ def _forward_order(model: nn.Module, modules: Sequence[nn.Module], example_input
     Every candidate that reads the model input without another candidate in between gets first position -1
     (several input stems / branches are all "first"), and every candidate whose output reaches the model output
     without another candidate in between, and that feeds no other such candidate, gets last position
-    ``sys.maxsize`` (several heads are all "last"). The boundaries come from the autograd graph of the pass.
+    ``sys.maxsize`` (several heads are all "last"; see :func:`~binarize.engine.boundaries.positions_from_calls`).
+    The boundaries come from the autograd graph of the pass.
     """
     index_of = {id(m): i for i, m in enumerate(modules)}
     calls: dict[int, list[int]] = {}
@@ -191,19 +187,12 @@ def _forward_order(model: nn.Module, modules: Sequence[nn.Module], example_input
         with torch.enable_grad():  # the graph links layers; nothing is backpropagated
             output = model(*args, **kwargs)
         sinks = _reached((t.grad_fn for t in _tensors(output)), marks)
-        # A residual stream carries every block's output to the model output: keep only the sinks that feed no
-        # other sink (parallel heads), not the blocks upstream of the last one. A layer called twice (shared
-        # weights) may feed itself; that does not disqualify it.
-        feeders = {s: _upstream(s, feeds) - {s} for s in sinks}
-        sinks = {t for t in sinks if not any(t in feeders[s] for s in sinks if s != t)}
     finally:
         for handle in handles:
             handle.remove()
         for module, training in flags:
             module.training = training
-    return {
-        i: (-1 if i in sources else c[0], sys.maxsize if i in sinks else c[-1]) for i, c in calls.items()
-    }
+    return positions_from_calls(calls, sources, feeds, sinks)
 
 
 def _timm_input(model: nn.Module) -> torch.Tensor | None:

@@ -7,11 +7,14 @@ path, so it stays shared.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from torch import nn
 
 from binarize.engine.handlers import HANDLERS, Outcome
-from binarize.engine.plan import NO_RULE, Plan
+from binarize.engine.plan import NO_RULE, Decision, Plan
 from binarize.engine.report import Report
+from binarize.nn.handover import handing_over
 
 __all__ = ["apply_plan", "set_submodule"]
 
@@ -23,20 +26,41 @@ def set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(parent, attr, module)
 
 
-def apply_plan(model: nn.Module, plan: Plan) -> tuple[nn.Module, Report]:
+def _handle(decision: Decision, hand_over: list[nn.Parameter]) -> Outcome:
+    """Run the decision's handler, letting it take over ``hand_over``; a replacement that keeps the old layer
+    inside it is built again with copies, since that layer's tensors stay in use."""
+    handler = HANDLERS.get(decision.action)
+    with handing_over(hand_over):
+        outcome = handler(decision)
+    old = decision.candidate.module
+    if hand_over and outcome.replacement is not None and any(m is old for m in outcome.replacement.modules()):
+        outcome = handler(decision)
+    return outcome
+
+
+def apply_plan(
+    model: nn.Module, plan: Plan, *, hand_over: Iterable[nn.Parameter] = ()
+) -> tuple[nn.Module, Report]:
     """Carry out ``plan`` on ``model`` (the model the plan was made for) and report what happened.
+
+    Args:
+        model: the model.
+        plan: the plan made for it.
+        hand_over: parameters of ``model`` that nothing reads once their layers are replaced (a private copy's):
+            the binary layers take them over instead of copying them (see :mod:`binarize.nn.handover`).
 
     Returns:
         ``(model, report)``. The model is changed in place; it is a different object only when the model itself
         is a candidate layer (e.g. a bare ``nn.Linear``), which cannot be swapped on a parent.
     """
     report = Report(recipe=plan.recipe.name, order_source=plan.order_source, recipe_hash=plan.recipe.hash)
+    handed = list(hand_over)
     outcomes: list[tuple[int, Outcome]] = []
     for i, decision in enumerate(plan.decisions):
         if decision.action is None:
             outcomes.append((i, Outcome(reason=NO_RULE)))
         else:
-            outcomes.append((i, HANDLERS.get(decision.action)(decision)))
+            outcomes.append((i, _handle(decision, handed)))
 
     result = model
     for i, outcome in outcomes:

@@ -38,6 +38,7 @@ from binarize.errors import UnsupportedLayerError
 from binarize.nn.activations import ACTIVATIONS
 from binarize.nn.channels import ChannelDim
 from binarize.nn.functional import binary_conv, binary_linear, binary_weight
+from binarize.nn.handover import may_take_over
 from binarize.nn.shift import LearnableBias
 from binarize.nn.timestep import TimestepState
 from binarize.scaling import ScaleSpec, WeightScale, make_scale
@@ -317,7 +318,8 @@ class BinaryLayerMixin:
 
     @classmethod
     def from_float(cls, module: nn.Module, **options: Any) -> "BinaryLayerMixin":
-        """Build the binary twin of ``module`` (same arguments, device and dtype; weights copied).
+        """Build the binary twin of ``module`` (same arguments, device and dtype; weights copied, or taken over
+        where the caller hands them over, see :mod:`binarize.nn.handover`).
 
         Args:
             module: an instance of exactly :attr:`float_class` (subclasses with their own forward are refused).
@@ -349,15 +351,25 @@ class BinaryLayerMixin:
         # Built on the meta device, then given uninitialised storage: the weights are overwritten at once, so
         # the torch layer's random initialisation would be wasted work on large models.
         new = cls(**cls._float_init_args(module), device="meta", dtype=weight.dtype).to_empty(device=weight.device)
-        with torch.no_grad():
-            new.weight.copy_(weight)
-            new.weight.requires_grad_(weight.requires_grad)
-            if getattr(module, "bias", None) is not None:
-                new.bias.copy_(module.bias)
-                new.bias.requires_grad_(module.bias.requires_grad)
+        for name in ("weight", "bias"):
+            old = getattr(module, name, None)
+            if old is not None:
+                _take_or_copy(new, name, old)
         new.train(module.training)
         new._init_binary(**options)
         return new
+
+
+def _take_or_copy(new: nn.Module, name: str, old: Tensor) -> None:
+    """Give ``new.<name>`` the values of ``old``: ``old`` itself where it is handed over (see
+    :mod:`binarize.nn.handover`), else a copy."""
+    fresh = getattr(new, name)
+    if may_take_over(old, fresh):
+        setattr(new, name, old)
+        return
+    with torch.no_grad():
+        fresh.copy_(old)
+    fresh.requires_grad_(old.requires_grad)
 
 
 def _activation_name(module: nn.Module) -> str:
