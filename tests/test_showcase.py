@@ -52,7 +52,7 @@ def test_publish_writes_a_compact_checkpoint_and_its_card(tmp_path: Path) -> Non
 
 
 def test_shipped_cards_describe_their_checkpoints() -> None:
-    for name in ("fp-small-x2", "bidiffsr-small-x2"):
+    for name in ("fp-small-x2", "bidiffsr-small-x2", "bidiffsr-small-x2-fp-init"):
         entry = TRAINED.get(name)
         card = entry.card()
         assert card["training"]["reproduce"][0] == f"binarize train {name}"
@@ -73,6 +73,7 @@ def test_demo_reproduces_the_cards_and_beats_bicubic(tmp_path: Path, capsys: pyt
     quality = printed["quality"]
     assert quality["bidiffsr"]["psnr_y"] >= quality["bicubic"]["psnr_y"] + 0.5
     assert quality["fp"]["psnr_y"] > quality["bidiffsr"]["psnr_y"]
+    assert set(quality) == {"bicubic", "fp", "bidiffsr", "bidiffsr_fp_init"}
     assert printed["matches_cards"] is True
     for key, name in demo_module.DEMO_MODELS.items():
         card = TRAINED.get(name).card()

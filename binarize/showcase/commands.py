@@ -22,9 +22,9 @@ def _configure_demo(parser: argparse.ArgumentParser) -> None:
     "demo",
     help="upscale the held-out photos with the trained full-precision and BI-DiffSR zoo models, compare and cost them",
     configure=_configure_demo,
-    description="Loads the two trained x2 zoo models shipped with the package (zoo:fp-small-x2 and "
-    "zoo:bidiffsr-small-x2; no download), upscales the embedded held-out photos with DDIM sampling, prints the "
-    "quality table (bicubic, full precision, BI-DiffSR: PSNR-Y / SSIM-Y) and the cost table (parameters, "
+    description="Loads the trained x2 zoo models shipped with the package (zoo:fp-small-x2, zoo:bidiffsr-small-x2 "
+    "and zoo:bidiffsr-small-x2-fp-init; no download), upscales the embedded held-out photos with DDIM sampling, "
+    "prints the quality table (bicubic, full precision, BI-DiffSR: PSNR-Y / SSIM-Y) and the cost table (parameters, "
     "operations, checkpoint bytes), and writes report.md, report.json and side_by_side.png into --out. The numbers "
     "are checked against the zoo cards. A few minutes on two CPU cores.",
 )

@@ -3,7 +3,7 @@
 No download and no training: both checkpoints ship inside the package. Each model upscales the held-out photos
 (:func:`measure_checkpoint`), the demo prints a quality table (bicubic, full precision, BI-DiffSR) and a cost table
 (parameters, operations, checkpoint bytes), and writes ``report.md``, ``report.json`` and ``side_by_side.png``
-(per photo: bicubic, full precision, BI-DiffSR, ground truth) into the output folder. Every number is compared with
+(per photo: bicubic, each model, ground truth) into the output folder. Every number is compared with
 the model's zoo card.
 """
 
@@ -23,10 +23,13 @@ from binarize.errors import BinarizeError
 from binarize.showcase.measure import ModelMeasurement, measure_checkpoint
 from binarize.training.evaluate import stack_panels, test_images
 
-__all__ = ["CARD_TOLERANCE_DB", "DEMO_MODELS", "DemoReport", "run_demo"]
+__all__ = ["CARD_TOLERANCE_DB", "DEMO_MODELS", "DemoReport", "packed_bytes", "run_demo"]
 
-#: The demo's models: its report key and the trained zoo model.
-DEMO_MODELS: dict[str, str] = {"fp": "fp-small-x2", "bidiffsr": "bidiffsr-small-x2"}
+#: The demo's models: its report key and the trained zoo model (BI-DiffSR trained from random weights, as in the
+#: paper, and from the trained full-precision model).
+DEMO_MODELS: dict[str, str] = {
+    "fp": "fp-small-x2", "bidiffsr": "bidiffsr-small-x2", "bidiffsr_fp_init": "bidiffsr-small-x2-fp-init",
+}
 
 #: Largest PSNR-Y difference (dB) from the card that still counts as the card's number (other CPUs round
 #: differently).
@@ -88,22 +91,21 @@ class DemoReport:
         return "\n".join(lines)
 
     def cost_table(self) -> str:
-        """Markdown: parameters and operations (paper convention) and checkpoint bytes of each model."""
-        lines = ["| model | params (M) | OPs (G) | binary layers | checkpoint |", "| --- | --- | --- | --- | --- |"]
+        """Markdown: parameters and operations (paper convention), checkpoint bytes and the packed estimate."""
+        lines = ["| model | params (M) | OPs (G) | binary layers | checkpoint | packed, estimated |",
+                 "| --- | --- | --- | --- | --- | --- |"]
         for key, cost in self.cost().items():
+            packed = f"{packed_bytes(cost):,.0f} bytes" if cost["binary_params"] else "-"
             lines.append(f"| {_title(key)} | {cost['params_m']:.4f} | {cost['ops_g']:.4f} | {cost['binary_layers']} | "
-                         f"{cost['checkpoint_bytes']:,} bytes |")
+                         f"{cost['checkpoint_bytes']:,} bytes | {packed} |")
         size = next(iter(self.cost().values()))["size"]
-        notes = [f"One network evaluation for a 3 x {size} x {size} output; a sample takes one evaluation per DDIM "
-                 "step. Checkpoints store float16 weights; a binarized checkpoint holds the latent float weights of "
-                 "its binary layers (what training needs)."]
-        for key, cost in self.cost().items():
-            if cost["binary_params"]:
-                packed = cost["binary_params"] / 8 + 2 * cost["fp_params"]
-                notes.append(f"Packed for inference ({_title(key)}: 1 bit per binary weight, float16 for the "
-                             f"{cost['fp_params']:,} full-precision parameters) it would take about {packed:,.0f} "
-                             "bytes; binarize has no packed export yet.")
-        return "\n".join(lines) + "\n\n" + " ".join(notes)
+        return "\n".join(lines) + (
+            f"\n\nOne network evaluation for a 3 x {size} x {size} output; a sample takes one evaluation per DDIM "
+            "step. Checkpoints store float16 weights, and a binarized one holds the latent float weights of its "
+            "binary layers (what training needs). Packed for inference (1 bit per binary weight, float16 for the "
+            "full-precision parameters) a binarized model would take the estimated bytes; binarize has no packed "
+            "export yet."
+        )
 
     def markdown(self) -> str:
         match = "match" if self.matches_cards() else "DO NOT match"
@@ -114,12 +116,20 @@ class DemoReport:
             "## Cost", "", self.cost_table(), "",
             f"The numbers {match} the zoo cards (largest difference "
             f"{max(self.card_differences().values(), default=float('nan')):.4f} dB).", "",
-            "![bicubic, full precision, BI-DiffSR, ground truth](side_by_side.png)", "",
+            "![bicubic, each model, ground truth](side_by_side.png)", "",
+            "Per photo, left to right: bicubic, " + ", ".join(_title(k) for k in self.measurements)
+            + ", ground truth.", "",
         ])
 
 
+def packed_bytes(cost: dict[str, Any]) -> float:
+    """Bytes of a bit-packed model: one bit per binary weight, two bytes (float16) per full-precision parameter."""
+    return cost["binary_params"] / 8 + 2 * cost["fp_params"]
+
+
 def _title(key: str) -> str:
-    return {"fp": "full precision", "bidiffsr": "BI-DiffSR"}.get(key, key)
+    return {"fp": "full precision", "bidiffsr": "BI-DiffSR", "bidiffsr_fp_init": "BI-DiffSR, from the FP model"}.get(
+        key, key)
 
 
 def _model_file(name: str) -> tuple[Path, dict[str, Any]]:
