@@ -17,6 +17,7 @@ from binarize.bench.quality import (
 from binarize.cli import main
 from binarize.errors import BinarizeError
 from binarize.recipe import load_recipe
+from binarize.training import trainer
 
 
 def test_every_method_takes_the_bidiffsr_layer_selection() -> None:
@@ -56,15 +57,19 @@ def test_claims_need_their_runs() -> None:
     assert [c["claim"] for c in _result(dict.fromkeys(("fp", *METHODS), 1.0)).claims()][0] == "full precision is best"
 
 
-def test_quick_runs_train_measure_and_resume(tmp_path: Path) -> None:
+def test_quick_runs_train_measure_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = measure_quality("quick", out=tmp_path, labels=["fp", "bnn"], steps=2, echo=lambda _: None)
     assert set(first.runs) == {"fp", "bnn"} and not first.failed
     fp, bnn = first.runs["fp"], first.runs["bnn"]
     assert fp["steps"] == 2 and fp["recipe"] is None and bnn["recipe"] == "bnn"
     assert fp["params_m"] > bnn["params_m"] > 0 and fp["held_out_loss"] > 0
     assert (tmp_path / "bnn" / "result.json").is_file() and (tmp_path / "bnn" / "checkpoints").is_dir()
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(trainer, "train", no_training)
     again = measure_quality("quick", out=tmp_path, labels=["fp", "bnn"], steps=2, echo=lambda _: None)
-    assert again.runs == first.runs  # finished runs are read back, not retrained
+    assert again.runs == first.runs and not again.failed  # finished runs are read back, not retrained
     text = first.format()
     assert "held-out loss" in text and "fp" in text and "bnn" in text
 

@@ -13,18 +13,9 @@ from binarize.showcase import card_markdown, publish, training_summary
 from binarize.showcase import demo as demo_module
 from binarize.training import load_config, train
 from binarize.zoo import TRAINED
+from tiny_experiment import tiny_experiment
 
-TINY = {
-    "name": "tiny-card",
-    "model": "zoo:bidiffsr-unet-tiny",
-    "recipe": "bidiffsr",
-    "scale": 2,
-    "data": {"patch": 16, "batch": 2},
-    "diffusion": {"sampling_steps": 2},
-    "steps": 3,
-    "log_every": 1,
-    "checkpoint_every": 3,
-}
+TINY = tiny_experiment("tiny-card", recipe="bidiffsr", steps=3, log_every=1, checkpoint_every=3)
 
 
 def test_training_summary_adds_up_resumed_segments(tmp_path: Path) -> None:

@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from binarize._files import write_text_atomic
+from binarize._threads import cpu_threads
 from binarize.bench.overhead import DTYPES, measure_overhead
 from binarize.bench.quality import QUALITY_MODES, measure_quality
 from binarize.bench.rewrite import measure_rewrite
@@ -126,17 +125,13 @@ def _run_rewrite(args: argparse.Namespace) -> Any:
     ),
 )
 def run_bench(args: argparse.Namespace) -> int:
-    """``binarize bench overhead|rewrite``: print the measurement (one JSON object with ``--json``)."""
-    threads = torch.get_num_threads()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    """``binarize bench overhead|rewrite|quality``: print the measurement (one JSON object with ``--json``)."""
     try:
-        result = args._bench(args)
+        with cpu_threads(args.threads):
+            result = args._bench(args)
     except BinarizeError:
         raise
     except (RuntimeError, TypeError, ValueError) as error:  # a model that does not run on these inputs
         raise CommandError(f"the benchmark of {args.model} failed: {type(error).__name__}: {error}") from error
-    finally:
-        torch.set_num_threads(threads)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.format())
     return 0

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from binarize._files import write_text_atomic
+from binarize._threads import cpu_threads
 from binarize.errors import BinarizeError
 
 __all__ = ["PAPER_CLAIMS", "comparison_recipe", "QUALITY_MODES", "QualityMode", "QualityResult", "measure_quality", "run_label"]
@@ -234,40 +235,26 @@ def measure_run(mode_name: str, label: str, steps: int, out: str, device: str | 
         stored = json.loads(done.read_text(encoding="utf-8"))
         if stored.get("steps") == steps:
             return stored
-    if threads is not None:
-        torch.set_num_threads(threads)
-    from binarize.diffusion import PREDICTION_TARGETS, NoiseSchedule, denoising_loss
-    from binarize.training.data import held_out_batch
+    from binarize.showcase.measure import network_cost
+    from binarize.training.data import HELD_OUT_CROP, held_out_loss
     from binarize.training.trainer import train
 
     mode = QUALITY_MODES[mode_name]
     config = _run_config(mode, label, steps, Path(out))
-    began = time.perf_counter()
-    trained = train(config, progress=False, echo=lambda _: None, device=device)
-    train_s = time.perf_counter() - began
-    model = trained.model.eval()
-    where = next(model.parameters()).device
-    hr, cond = (x.to(where) for x in held_out_batch(config))
-    schedule = NoiseSchedule.linear(config.diffusion.steps, config.diffusion.beta_start, config.diffusion.beta_end)
-    with torch.no_grad():
-        loss = denoising_loss(model, schedule, PREDICTION_TARGETS.get(config.diffusion.target), hr, cond)
-    result: dict[str, Any] = {"label": label, "recipe": _recipe_of(label), "steps": trained.step, "train_s": train_s,
-                              "held_out_loss": loss, "device": str(where), **_cost(model.cpu(), config)}
-    if mode.sample:
-        result.update(_sampled(model.to(where), config))
-    folder.mkdir(parents=True, exist_ok=True)
+    with cpu_threads(threads):
+        began = time.perf_counter()
+        trained = train(config, progress=False, echo=lambda _: None, device=device)
+        train_s = time.perf_counter() - began
+        model = trained.model.eval()
+        result: dict[str, Any] = {"label": label, "recipe": _recipe_of(label), "steps": trained.step,
+                                  "train_s": train_s, "held_out_loss": held_out_loss(model, config),
+                                  "device": str(next(model.parameters()).device)}
+        if mode.sample:
+            result.update(_sampled(model, config))
+        cost = network_cost(model.cpu(), config, size=HELD_OUT_CROP)
+    result.update(params_m=cost["params_m"], ops_g=cost["ops_g"], binary_layers=cost["binary_layers"])
     write_text_atomic(done, json.dumps(result, indent=2) + "\n")
     return result
-
-
-def _cost(model: torch.nn.Module, config: Any) -> dict[str, float]:
-    from binarize.cost import measure_cost
-    from binarize.training.data import HELD_OUT_CROP
-    from binarize.zoo import ZOO
-
-    inputs = ZOO.get(config.model.removeprefix("zoo:")).inputs(HELD_OUT_CROP)
-    report = measure_cost(model, inputs)
-    return {"params_m": report.params_m, "ops_g": report.ops_g, "binary_layers": report.binary_layers}
 
 
 def _sampled(model: torch.nn.Module, config: Any) -> dict[str, float]:

@@ -65,15 +65,20 @@ class Value:
     view: bool = False
 
 
-def tensors(value: Any) -> list[Value]:
-    """The tensors in ``value`` as the recorded pass collects them (tuples, lists and mapping values)."""
-    if isinstance(value, Value):
+def leaves(value: Any, kind: type) -> list[Any]:
+    """The ``kind`` instances in ``value``, looking into tuples, lists and mapping values (in order)."""
+    if isinstance(value, kind):
         return [value]
     if isinstance(value, Mapping):
         value = list(value.values())
     if isinstance(value, (tuple, list)):
-        return [t for v in value for t in tensors(v)]
+        return [t for v in value for t in leaves(v, kind)]
     return []
+
+
+def tensors(value: Any) -> list[Value]:
+    """The tensors in ``value`` as the recorded pass collects them (tuples, lists and mapping values)."""
+    return leaves(value, Value)
 
 
 def history(inputs: Sequence[Value]) -> tuple[bool, frozenset[int]]:

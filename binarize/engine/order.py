@@ -40,6 +40,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from binarize.engine.boundaries import Positions, positions_from_calls
+from binarize.engine.graph_ops import leaves
 from binarize.engine.graph_order import graph_positions
 from binarize.engine.tracing import PathTracer
 from binarize.errors import BinarizeError
@@ -125,13 +126,7 @@ def _reached(roots: Iterable[Any], marks: dict[Any, int]) -> set[int]:
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, Mapping):
-        value = list(value.values())
-    if isinstance(value, (tuple, list)):
-        return [t for v in value for t in _tensors(v)]
-    return []
+    return leaves(value, torch.Tensor)
 
 
 def _tracked(value: Any) -> Any:

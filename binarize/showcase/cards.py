@@ -46,15 +46,17 @@ def training_summary(run_folder: str | Path) -> dict[str, Any]:
 
 def reproduce_commands(config: ExperimentConfig, step: int, name: str) -> list[str]:
     """The commands that train the checkpoint again and publish it under ``name``."""
-    shipped = config.name in available_experiments() and _same_experiment(load_config(config.name), config)
-    train = f"binarize train {config.name}" if shipped else f"binarize train {name}.yaml  # the card's config"
-    out = load_config(config.name).out if shipped else config.out
+    shipped = load_config(config.name) if config.name in available_experiments() else None
+    if shipped is not None and _without_out(shipped) == _without_out(config):
+        train, out = f"binarize train {config.name}", shipped.out
+    else:
+        train, out = f"binarize train {name}.yaml  # the card's config", config.out
     return [train, f"binarize publish {out}/checkpoints/step_{step:08d}.safetensors --name {name}"]
 
 
-def _same_experiment(a: ExperimentConfig, b: ExperimentConfig) -> bool:
-    strip = {"out": None}
-    return {**a.to_dict(), **strip} == {**b.to_dict(), **strip}
+def _without_out(config: ExperimentConfig) -> dict[str, Any]:
+    """The experiment as data without its run folder (the same experiment may run anywhere)."""
+    return {k: v for k, v in config.to_dict().items() if k != "out"}
 
 
 def card_data(name: str, measurement: ModelMeasurement, training: dict[str, Any], hardware: str) -> dict[str, Any]:
@@ -68,7 +70,7 @@ def card_data(name: str, measurement: ModelMeasurement, training: dict[str, Any]
         "recipe": recipe,
         "scale": config.scale,
         "target": config.diffusion.target,
-        "config": {k: v for k, v in config.to_dict().items() if k != "out"},
+        "config": _without_out(config),
         "training": {**training, "steps": checkpoint.step, "hardware": hardware,
                      "reproduce": reproduce_commands(config, checkpoint.step, name)},
         "evaluation": {

@@ -12,14 +12,13 @@ the numbers bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
+
+from binarize._threads import cpu_threads
 
 from binarize.training.checkpoint import Checkpoint
 from binarize.training.evaluate import EvalReport, evaluate, load_model, test_images
@@ -75,19 +74,10 @@ def network_cost(model: nn.Module, config: Any, size: int = COST_SIZE) -> dict[s
 def measure_checkpoint(path: str | Path, *, steps: int | None = None, seed: int = 0) -> ModelMeasurement:
     """Measure the checkpoint at ``path`` with the protocol of this module (``steps``: DDIM steps, default the
     checkpoint's config)."""
-    with _threads(MEASURE_THREADS):
+    with cpu_threads(MEASURE_THREADS):
         model, checkpoint = load_model(path)
         images = test_images(checkpoint.config.scale)
         report = evaluate(model, checkpoint.config, images, steps=steps, seed=seed)
         cost = network_cost(model, checkpoint.config)
     return ModelMeasurement(checkpoint, report, cost, Path(path).stat().st_size)
 
-
-@contextmanager
-def _threads(count: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

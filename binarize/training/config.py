@@ -94,6 +94,12 @@ class DiffusionConfig:
     per_sample_t: bool = True
     sampling_steps: int = 50
 
+    def schedule(self) -> Any:
+        """The :class:`~binarize.diffusion.NoiseSchedule` these settings describe (linear betas)."""
+        from binarize.diffusion import NoiseSchedule
+
+        return NoiseSchedule.linear(self.steps, self.beta_start, self.beta_end)
+
 
 @dataclass
 class OptimConfig:

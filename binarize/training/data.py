@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 from binarize.data import ImageFolder, SRPatches, bicubic_downscale, bicubic_upscale, embedded_photos
 from binarize.training.config import ExperimentConfig
 
-__all__ = ["HELD_OUT_CROP", "held_out_batch", "patch_dataset", "training_images"]
+__all__ = ["HELD_OUT_CROP", "held_out_batch", "held_out_loss", "patch_dataset", "training_images"]
 
 #: Side of the centred crops of the held-out photos used for the denoising loss and quick evaluations.
 HELD_OUT_CROP = 128
@@ -33,3 +33,14 @@ def held_out_batch(config: ExperimentConfig) -> tuple[Tensor, Tensor]:
     """``(hr, cond)`` of the embedded held-out photos (centred ``HELD_OUT_CROP`` crops), for the denoising loss."""
     hr = torch.stack([image for _, image in embedded_photos("test", crop=HELD_OUT_CROP)])
     return hr, bicubic_upscale(bicubic_downscale(hr, config.scale), config.scale)
+
+
+def held_out_loss(model: torch.nn.Module, config: ExperimentConfig, batch: tuple[Tensor, Tensor] | None = None) -> float:
+    """The held-out denoising loss (:func:`~binarize.diffusion.denoising_loss`) of ``model`` under the experiment's
+    schedule and target, on ``batch`` (default: :func:`held_out_batch`, moved to the model's device)."""
+    from binarize.diffusion import PREDICTION_TARGETS, denoising_loss
+
+    if batch is None:
+        where = next(model.parameters()).device
+        batch = tuple(x.to(where) for x in held_out_batch(config))
+    return denoising_loss(model, config.diffusion.schedule(), PREDICTION_TARGETS.get(config.diffusion.target), *batch)

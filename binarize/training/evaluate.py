@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from binarize._files import write_text_atomic
 from binarize.data import ImageFolder, bicubic_downscale, bicubic_upscale, embedded_photos, mod_crop, save_image
-from binarize.diffusion import PREDICTION_TARGETS, DDIMSampler, NoiseSchedule
+from binarize.diffusion import PREDICTION_TARGETS, DDIMSampler
 from binarize.metrics import psnr_y, ssim_y
 from binarize.training.checkpoint import Checkpoint, CheckpointError, read_checkpoint
 from binarize.training.config import ExperimentConfig
@@ -47,8 +47,7 @@ def load_model(checkpoint: str | Path | Checkpoint) -> tuple[nn.Module, Checkpoi
 
 def sampler_for(config: ExperimentConfig, steps: int | None = None) -> DDIMSampler:
     """The DDIM sampler of an experiment (its schedule and target; ``steps`` overrides the sampling steps)."""
-    schedule = NoiseSchedule.linear(config.diffusion.steps, config.diffusion.beta_start, config.diffusion.beta_end)
-    return DDIMSampler(schedule, PREDICTION_TARGETS.get(config.diffusion.target),
+    return DDIMSampler(config.diffusion.schedule(), PREDICTION_TARGETS.get(config.diffusion.target),
                        steps or config.diffusion.sampling_steps)
 
 

@@ -30,10 +30,10 @@ import torch.distributed as dist
 import yaml
 from torch import Tensor, nn
 
-from binarize.diffusion import PREDICTION_TARGETS, NoiseSchedule, denoising_loss, draw_timesteps, training_loss
+from binarize.diffusion import PREDICTION_TARGETS, draw_timesteps, training_loss
 from binarize.training.checkpoint import CheckpointError, latest_checkpoint, read_checkpoint, write_checkpoint
 from binarize.training.config import ExperimentConfig
-from binarize.training.data import held_out_batch, patch_dataset
+from binarize.training.data import held_out_batch, held_out_loss, patch_dataset
 from binarize.training.model import build_model
 
 __all__ = ["TrainResult", "step_seed", "train"]
@@ -153,7 +153,7 @@ def train(
         from torch.nn.parallel import DistributedDataParallel
 
         wrapped = DistributedDataParallel(model, device_ids=[where.index] if where.type == "cuda" else None)
-    schedule = NoiseSchedule.linear(config.diffusion.steps, config.diffusion.beta_start, config.diffusion.beta_end)
+    schedule = config.diffusion.schedule()
     target = PREDICTION_TARGETS.get(config.diffusion.target)
     dataset = patch_dataset(config, place.world)
     held_out = tuple(x.to(where) for x in held_out_batch(config)) if place.main else None
@@ -185,7 +185,7 @@ def train(
                 (config.eval_every and done % config.eval_every == 0) or done == config.steps
             ):
                 model.eval()
-                record["held_out_loss"] = denoising_loss(model, schedule, target, *held_out)
+                record["held_out_loss"] = held_out_loss(model, config, held_out)
                 model.train()
             if bar is not None:
                 bar.update(1)

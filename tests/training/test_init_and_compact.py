@@ -7,25 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from binarize import binarize
 from binarize.cli import main
 from binarize.data import load_image, save_image
 from binarize.training import load_config, load_model, read_checkpoint, train
 from binarize.training.checkpoint import compact_checkpoint
 from binarize.training.config import ConfigError
 from binarize.training.model import build_model, resolve_checkpoint
-from binarize import binarize
 from binarize.zoo import TRAINED, ZOO
+from tiny_experiment import tiny_experiment
 
-TINY_FP = {
-    "name": "tiny-fp",
-    "model": "zoo:bidiffsr-unet-tiny",
-    "recipe": None,
-    "scale": 2,
-    "data": {"patch": 16, "batch": 2},
-    "diffusion": {"sampling_steps": 2},
-    "steps": 2,
-    "checkpoint_every": 2,
-}
+TINY_FP = tiny_experiment("tiny-fp", recipe=None, steps=2, checkpoint_every=2)
 
 
 @pytest.fixture(scope="module")

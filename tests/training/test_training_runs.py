@@ -15,18 +15,9 @@ import torch
 from binarize.cli import main
 from binarize.data import load_image, save_image
 from binarize.training import CheckpointError, load_config, load_model, read_checkpoint, train
+from tiny_experiment import tiny_experiment
 
-TINY = {
-    "name": "tiny",
-    "model": "zoo:bidiffsr-unet-tiny",
-    "recipe": "bidiffsr",
-    "scale": 2,
-    "data": {"patch": 16, "batch": 2},
-    "diffusion": {"sampling_steps": 2},
-    "steps": 4,
-    "log_every": 1,
-    "checkpoint_every": 2,
-}
+TINY = tiny_experiment("tiny", recipe="bidiffsr", steps=4, log_every=1, checkpoint_every=2)
 
 
 def tiny(tmp_path: Path, name: str = "run", **changes: object) -> dict:
