@@ -8,14 +8,18 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import statistics
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 from binarize import binarize
 from binarize.bench import LiveTensorBytes, TrainingStep, fp_twin_recipe, measure_overhead, peak_memory, training_batch
 from binarize.bench.step import fixed_target
+from binarize.bench.timing import paired_times
 from binarize.bench.twin import TWIN_OVERRIDES
 from binarize.cli import main
 from binarize.nn import BinaryConv2d
@@ -123,7 +127,9 @@ def test_measure_overhead_reports_every_field() -> None:
         assert key in data
     assert data["model"] == "zoo:bidiffsr-unet-tiny" and data["recipe"] == "bidiffsr" and data["device"] == "cpu"
     assert data["time_binary_s"] > 0 and data["time_fp_s"] > 0 and data["memory_fp_bytes"] > 0
+    # One step each: the median of the per-step ratios is the ratio of the two times.
     assert data["time_ratio"] == pytest.approx(data["time_binary_s"] / data["time_fp_s"])
+    assert data["time_ratio_quartiles"] == (data["time_ratio"], data["time_ratio"])
     assert data["memory_ratio"] == pytest.approx(data["memory_binary_bytes"] / data["memory_fp_bytes"])
     assert "ratio" in result.format()
 
@@ -162,3 +168,29 @@ def test_bench_errors_are_one_line() -> None:
     assert code == 2 and "fp8" in err
     code, _, err = run_cli("bench")
     assert code == 2
+
+
+@given(
+    base=st.lists(st.floats(0.01, 10.0), min_size=1, max_size=40),
+    ratio=st.floats(0.5, 3.0),
+    drift=st.floats(1.0, 5.0),
+)
+def test_the_paired_ratio_cancels_a_drift_that_hits_both_works_of_a_round(
+    base: list[float], ratio: float, drift: float
+) -> None:
+    """The machine slows down steadily over the run: each round's two steps slow down alike, so every per-round
+    ratio, and their median, is the true one; the quartiles bracket it."""
+    factors = [1.0 + (drift - 1.0) * i / len(base) for i in range(len(base))]
+    fp = [b * f for b, f in zip(base, factors)]
+    binary = [ratio * t for t in fp]
+    summary = paired_times(binary, fp)
+    assert summary.ratio == pytest.approx(ratio)
+    assert summary.ratio_quartiles[0] <= summary.ratio <= summary.ratio_quartiles[1]
+    assert summary.median_a == pytest.approx(statistics.median(binary))
+
+
+def test_paired_times_refuses_unpaired_samples() -> None:
+    with pytest.raises(ValueError, match="equally long"):
+        paired_times([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        paired_times([], [])

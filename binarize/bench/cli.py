@@ -43,8 +43,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         description=(
             "Binarize MODEL with the recipe and, separately, with its full-precision twin (the same recipe with the "
             "binarizers and the scale switched off: shifts, RPReLU, shortcuts and graph rewrites stay). Time a "
-            "training step (forward, L1 loss, backward, Adam) of each, interleaved, as medians after warm-up; "
-            "measure the peak memory of one step of each; print the ratios binary / twin."
+            "training step (forward, L1 loss, backward, Adam) of each, in turns, as medians after warm-up, and the time "
+            "ratio as the median of the per-turn ratios; measure the peak memory of one step of each; print the "
+            "ratios binary / twin."
         ),
     )
     _common(overhead, "zoo:bidiffsr-unet-small", "bidiffsr")
@@ -52,8 +53,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     overhead.add_argument("--batch", type=_positive_int, default=4, metavar="B", help="batch size (default: 4)")
     overhead.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="parameter dtype (default: fp32)")
     overhead.add_argument("--compile", action="store_true", help="run both networks through torch.compile")
-    overhead.add_argument("--steps", type=_positive_int, default=20, metavar="N",
-                          help="timed steps per network (default: 20)")
+    overhead.add_argument("--steps", type=_positive_int, default=30, metavar="N",
+                          help="timed steps per network (default: 30)")
     overhead.add_argument("--warmup", type=int, default=3, metavar="N",
                           help="untimed steps per network first (default: 3)")
     overhead.set_defaults(_bench=_run_overhead)

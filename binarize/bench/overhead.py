@@ -17,7 +17,7 @@ import torch
 
 from binarize.bench.memory import peak_memory
 from binarize.bench.step import TrainingStep, argument_position, fixed_target, training_batch
-from binarize.bench.timing import interleaved_medians
+from binarize.bench.timing import interleaved_samples, paired_times
 from binarize.bench.twin import fp_twin_recipe
 from binarize.errors import BinarizeError
 from binarize.recipe import load_recipe
@@ -48,6 +48,7 @@ class OverheadResult:
     time_binary_s: float
     time_fp_s: float
     time_ratio: float
+    time_ratio_quartiles: tuple[float, float]
     memory_binary_bytes: int
     memory_fp_bytes: int
     memory_ratio: float
@@ -66,7 +67,8 @@ class OverheadResult:
             f"step    batch {self.batch}, size {self.size}, {self.device} {self.dtype}{compiled}, "
             f"{self.threads} thread(s), median of {self.steps} after {self.warmup} warm-up",
             f"time    binary {self.time_binary_s * 1e3:9.1f} ms   fp twin {self.time_fp_s * 1e3:9.1f} ms   "
-            f"ratio {self.time_ratio:.3f}",
+            f"ratio {self.time_ratio:.3f} (per-step ratios' quartiles {self.time_ratio_quartiles[0]:.3f} - "
+            f"{self.time_ratio_quartiles[1]:.3f})",
             f"memory  binary {self.memory_binary_bytes / mib:9.1f} MiB  fp twin {self.memory_fp_bytes / mib:9.1f} MiB  "
             f"ratio {self.memory_ratio:.3f}   ({self.memory_method})",
         ])
@@ -94,15 +96,16 @@ def measure_overhead(
     device: str = "cpu",
     dtype: str = "fp32",
     compile: bool = False,
-    steps: int = 20,
+    steps: int = 30,
     warmup: int = 3,
     seed: int = 0,
 ) -> OverheadResult:
     """Time and peak memory of a training step of ``model`` binarized by ``recipe``, against its FP twin.
 
     Both networks start from the same weights (two conversions of one model) and see the same batch and target.
-    Times are medians over ``steps`` interleaved steps after ``warmup`` steps of each; memory is the peak of one
-    further step of each (see :mod:`binarize.bench.memory`).
+    Times are medians over ``steps`` interleaved rounds (one step of each network) after ``warmup`` rounds, and the
+    time ratio is the median of the per-round ratios (see :func:`~binarize.bench.timing.paired_times`), with their
+    quartiles; memory is the peak of one further step of each (see :mod:`binarize.bench.memory`).
 
     Args:
         model: a model spec (``zoo:NAME``, ``timm:NAME``, ``file.py:factory``).
@@ -158,7 +161,8 @@ def measure_overhead(
             step_of[name] = dataclasses.replace(step, model=torch.compile(network))
             if target_device.type == "cuda":  # the allocator sees compiled kernels; the CPU tracker does not
                 memory_step_of[name] = step_of[name]
-    times = interleaved_medians(step_of, repeats=steps, warmup=warmup, device=target_device)
+    samples = interleaved_samples(step_of, repeats=steps, warmup=warmup, device=target_device)
+    times = paired_times(samples["binary"], samples["fp"])
     memory = {
         name: peak_memory(step, target_device, alive=step.alive()) for name, step in memory_step_of.items()
     }
@@ -173,9 +177,10 @@ def measure_overhead(
         steps=steps,
         warmup=warmup,
         threads=torch.get_num_threads(),
-        time_binary_s=times["binary"],
-        time_fp_s=times["fp"],
-        time_ratio=times["binary"] / times["fp"],
+        time_binary_s=times.median_a,
+        time_fp_s=times.median_b,
+        time_ratio=times.ratio,
+        time_ratio_quartiles=times.ratio_quartiles,
         memory_binary_bytes=memory["binary"],
         memory_fp_bytes=memory["fp"],
         memory_ratio=memory["binary"] / memory["fp"],

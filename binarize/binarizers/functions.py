@@ -79,7 +79,8 @@ SURROGATE_GRADIENTS: Registry[Callable[..., Tensor]] = Registry("surrogate gradi
 r"""Binarizer name -> ``gradient(x, grad, *args, overwrite=False)``: :math:`g \cdot F'(x)` for the estimator's
 surrogate derivative :math:`F'`, as a new tensor (which the caller may overwrite), or ``grad`` itself when
 :math:`F' = 1`; with ``overwrite=True``, ``grad`` is a temporary that may hold the result instead. ``x`` carries no
-gradient. See :func:`surrogate_gradient`."""
+gradient. A function may also take ``signs=None``: :math:`\operatorname{sign}(x)` as a temporary it may overwrite
+(a fused layer has it at hand). See :func:`surrogate_gradient`."""
 
 
 @SURROGATE_GRADIENTS.register("ste")
@@ -131,14 +132,19 @@ def clip_bounds(clip: float) -> tuple[float, float]:
 
 
 @SURROGATE_GRADIENTS.register("approx_sign")
-def approx_sign_gradient(x: Tensor, grad: Tensor, *, overwrite: bool = False) -> Tensor:
-    r"""ApproxSign: :math:`g \cdot \max(0,\ 2 - 2|x|)`, computed in place on one new tensor.
+def approx_sign_gradient(
+    x: Tensor, grad: Tensor, *, overwrite: bool = False, signs: Tensor | None = None
+) -> Tensor:
+    r"""ApproxSign: :math:`g \cdot \max(0,\ 2 - 2|x|)`, computed in place on one tensor.
+
+    That tensor is ``signs`` when given (a temporary of the caller's, such as the signs a fused layer no longer
+    needs), so that no activation-sized tensor is allocated; else a new one.
 
     Examples:
         >>> approx_sign_gradient(torch.tensor([-1.5, -0.5, 0.0, 0.25, 1.0]), torch.ones(5)).tolist()
         [0.0, 1.0, 2.0, 1.5, 0.0]
     """
-    derivative = x.abs()
+    derivative = x.abs() if signs is None else torch.abs(x, out=signs)
     torch.sub(derivative.new_full((), 2.0), derivative, alpha=2.0, out=derivative)  # 2 - 2|x|
     return derivative.clamp_min_(0.0).mul_(grad)
 
@@ -161,11 +167,13 @@ def ede_gradient(x: Tensor, grad: Tensor, k: Tensor, t: Tensor, *, overwrite: bo
 
 class Surrogate(NamedTuple):
     """A binarizer in fused form: forward ``sign(x, sign_of_zero)``, backward ``surrogate_gradient(name, x, grad,
-    args)`` (see :meth:`binarize.binarizers.Binarizer.surrogate`)."""
+    args)`` (see :meth:`binarize.binarizers.Binarizer.surrogate`); ``uses_signs``: the gradient function takes the
+    ``signs`` work space."""
 
     name: str
     args: tuple[Any, ...] = ()
     sign_of_zero: float = 1.0
+    uses_signs: bool = False
 
 
 def surrogate_gradient(
@@ -176,19 +184,26 @@ def surrogate_gradient(
     scale: Tensor | None = None,
     *,
     overwrite: bool = False,
+    signs: Tensor | None = None,
 ) -> Tensor:
     r"""The backward pass of the estimator ``name`` at ``x``: :math:`g_x = F'(x) \cdot g_y\,[\cdot\,\alpha]`.
 
     ``scale`` (:math:`\alpha`, broadcastable to ``x``) is the factor of a scaled binary weight
     :math:`\alpha\operatorname{sign}(x)`. The surrogate is evaluated on ``x``'s values (it is not itself
     differentiated). ``overwrite=True`` allows writing the result into ``grad`` (a temporary of the caller's), which
-    saves an allocation.
+    saves an allocation. ``signs``, :math:`\operatorname{sign}(x)` as a temporary the caller no longer needs, is
+    handed to the surrogate as its work space; pass it only to a surrogate that takes it (see
+    :attr:`Surrogate.uses_signs`).
 
     Examples:
         >>> surrogate_gradient("clipped_ste", torch.tensor([0.5, 2.0]), torch.tensor([3.0, 3.0])).tolist()
         [3.0, 0.0]
     """
-    result = SURROGATE_GRADIENTS.get(name)(x.detach(), grad, *args, overwrite=overwrite)
+    gradient = SURROGATE_GRADIENTS.get(name)
+    if signs is not None:
+        result = gradient(x.detach(), grad, *args, overwrite=overwrite, signs=signs)
+    else:
+        result = gradient(x.detach(), grad, *args, overwrite=overwrite)
     if scale is None:
         return result
     return result * scale if result is grad and not overwrite else result.mul_(scale)

@@ -120,7 +120,9 @@ class ApproxSign(Binarizer):
         return F.SignApprox.apply(x, self.sign_of_zero)
 
     def surrogate(self, x: Tensor) -> F.Surrogate | None:
-        return F.Surrogate("approx_sign", (), self.sign_of_zero) if type(self).forward is ApproxSign.forward else None
+        if type(self).forward is not ApproxSign.forward:
+            return None
+        return F.Surrogate("approx_sign", (), self.sign_of_zero, uses_signs=True)
 
 
 @BINARIZERS.register("swish_sign")

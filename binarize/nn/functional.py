@@ -8,13 +8,17 @@ memory of its full-precision twin; and every binarizer adds Python-level autogra
 
 Given the binarizers' fused forms (:class:`~binarize.binarizers.functions.Surrogate`: the forward pass is
 :math:`\operatorname{sign}`, the backward pass :func:`~binarize.binarizers.functions.surrogate_gradient`),
-:func:`binary_conv` and :func:`binary_linear` do the whole layer operation in one autograd function:
+:func:`binary_conv` and :func:`binary_linear` do the whole layer operation in one autograd function, including the
+learnable input shift :math:`h = x + b` (ReActNet's RSign threshold, BI-DiffSR's TaR) when there is one:
 
-* forward: :math:`s = \operatorname{sign}(h)`, :math:`\alpha = \operatorname{mean}|W|` (per output channel or per
-  tensor, computed in the buffer that then receives :math:`\hat W = \alpha \operatorname{sign}(W)`), and ``op``
-  with the same kernel autograd would run. Saved: :math:`h` (one activation-sized tensor, as the full-precision twin
-  saves its input), :math:`W` (a parameter, alive anyway), :math:`\alpha` and :math:`\hat W`; never :math:`s`. The
-  backward pass writes the weight's surrogate gradient into the buffer of the operation's weight gradient.
+* forward: :math:`h = x + (b + 0)`, :math:`s = \operatorname{sign}(h)`, :math:`\alpha = \operatorname{mean}|W|`
+  (per output channel or per tensor, computed in the buffer that then receives
+  :math:`\hat W = \alpha \operatorname{sign}(W)`), and ``op`` with the same kernel autograd would run. Adding
+  :math:`+0` to the (small) shift first removes any :math:`-0` from it, so that :math:`h` holds no :math:`-0` and
+  its sign (:math:`+1` at zero) is one :func:`torch.copysign` pass instead of two. Saved: :math:`h` (one
+  activation-sized tensor, as the full-precision twin's convolution saves its shifted input), :math:`W` (a
+  parameter, alive anyway), :math:`\alpha` and :math:`\hat W`; never :math:`s`. The backward pass writes the
+  weight's surrogate gradient into the buffer of the operation's weight gradient.
 * backward: :math:`s` is recomputed from :math:`h` (one vectorised pass), then ``op``'s own backward kernel and the
   surrogates give
 
@@ -24,9 +28,13 @@ Given the binarizers' fused forms (:class:`~binarize.binarizers.functions.Surrog
       \qquad
       \frac{\partial L}{\partial W} = \alpha \cdot \operatorname{op}^\top_W\Bigl(\frac{\partial L}{\partial y},\
       s\Bigr) \odot F_w'(W),
+      \qquad
+      \frac{\partial L}{\partial b} = \textstyle\sum \frac{\partial L}{\partial h},
 
   with :math:`F'` each estimator's surrogate derivative (e.g. :math:`\max(0, 2 - 2|h|)` for ApproxSign,
-  :math:`\mathbb{1}_{|W| \le 1}` for the clipped STE).
+  :math:`\mathbb{1}_{|W| \le 1}` for the clipped STE) and the sum over the dimensions :math:`b` is broadcast along.
+  The recomputed signs are no longer needed once ``op``'s backward kernel has run, so a surrogate that needs a work
+  tensor (ApproxSign's :math:`|h|`) writes into them instead of allocating one.
 
 Either side may be left out (``None``): the input is then used as given, or the weight is the given tensor (already
 binarized and scaled by autograd, e.g. with a learnable scale). Values equal those of the unfused layer (the same
@@ -54,9 +62,12 @@ __all__ = ["BinaryOperation", "BinaryWeight", "binary_conv", "binary_linear", "b
 _convolution_backward = torch.ops.aten.convolution_backward.default
 
 class BinaryOperation(torch.autograd.Function):
-    r"""``op(sign(h), alpha * sign(W)) + b`` with surrogate gradients, saving :math:`h` instead of the binary input.
+    r"""``op(sign(x + shift), alpha * sign(W)) + bias`` with surrogate gradients, saving :math:`h = x + \text{shift}`
+    instead of the binary input.
 
-    Forward arguments: ``x`` (:math:`h`, or the input as used when ``input_surrogate`` is ``None``), ``weight``
+    Forward arguments: ``x`` (the input), ``shift`` (a learnable shift ready to broadcast against ``x``, gathered per
+    sample when timestep-aware, or ``None``; :math:`h` is ``x`` plus it, binarized when ``input_surrogate`` is given
+    and used as is otherwise), ``weight``
     (:math:`W`, or the weight as used when ``weight_surrogate`` is ``None``), ``alpha_dims`` (the dimensions
     :math:`\alpha = \operatorname{mean}|W|` averages over; ``()`` for no :math:`\alpha`), ``bias`` (or ``None``), the
     two :class:`~binarize.binarizers.functions.Surrogate` forms (or ``None``), the
@@ -69,6 +80,7 @@ class BinaryOperation(torch.autograd.Function):
     def forward(
         ctx: Any,
         x: Tensor,
+        shift: Tensor | None,
         weight: Tensor,
         alpha_dims: tuple[int, ...],
         bias: Tensor | None,
@@ -77,16 +89,18 @@ class BinaryOperation(torch.autograd.Function):
         op: str,
         geometry: tuple[Any, ...],
     ) -> Tensor:
-        operand = x if input_surrogate is None else sign(x, input_surrogate.sign_of_zero)
+        h = x if shift is None else _shifted(x, shift)
+        operand = _binary_input(h, input_surrogate, shift is not None)
         effective, alpha = weight, None
         if weight_surrogate is not None:
             effective, alpha = scaled_binary_weight(weight, alpha_dims, weight_surrogate.sign_of_zero)
-        ctx.save_for_backward(x, weight, alpha, effective)
+        ctx.save_for_backward(h, weight, alpha, effective)
         ctx.surrogates = (input_surrogate, weight_surrogate)
         ctx.op, ctx.geometry = op, geometry
+        ctx.shift_shape = None if shift is None else shift.shape
         ctx.bias_sizes, ctx.bias_dtype = (None, None) if bias is None else (list(bias.shape), bias.dtype)
         # Under autocast the operation runs in the autocast dtype, as F.conv2d and F.linear would.
-        ctx.compute = compute = _autocast_dtype(x)
+        ctx.compute = compute = _autocast_dtype(h)
         if compute is not None:
             operand, effective = operand.to(compute), effective.to(compute)
             bias = None if bias is None else bias.to(compute)
@@ -100,60 +114,87 @@ class BinaryOperation(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight, alpha, effective = ctx.saved_tensors
+        h, weight, alpha, effective = ctx.saved_tensors
         input_surrogate, weight_surrogate = ctx.surrogates
-        operand = x if input_surrogate is None else sign(x, input_surrogate.sign_of_zero)
+        shift_shape = ctx.shift_shape
+        operand = signs = _binary_input(h, input_surrogate, shift_shape is not None)
         if ctx.compute is not None:
             operand, effective, grad = operand.to(ctx.compute), effective.to(ctx.compute), grad.to(ctx.compute)
         needs = ctx.needs_input_grad
+        needs_operand = needs[0] or needs[1]
         if ctx.op == "linear":
-            grad_operand, grad_effective, grad_bias = _linear_backward(grad, operand, effective, needs)
+            grad_operand, grad_effective, grad_bias = _linear_backward(grad, operand, effective,
+                                                                       (needs_operand, needs[2], needs[4]))
         else:
             stride, padding, dilation, transposed, output_padding, groups, pads, pad_value = ctx.geometry
             if pads is not None:
                 operand = F.pad(operand, pads, value=pad_value)
             grad_operand, grad_effective, grad_bias = _convolution_backward(
                 grad, operand, effective, ctx.bias_sizes, stride, padding, dilation, transposed, output_padding,
-                groups, [needs[0], needs[1], needs[3]],
+                groups, [needs_operand, needs[2], needs[4]],
             )
             if grad_operand is not None and pads is not None:
                 grad_operand = F.pad(grad_operand, [-p for p in pads])  # negative padding crops the border off
         if ctx.compute is not None:
-            grad_operand = None if grad_operand is None else grad_operand.to(x.dtype)
+            grad_operand = None if grad_operand is None else grad_operand.to(h.dtype)
             grad_effective = None if grad_effective is None else grad_effective.to(weight.dtype)
             grad_bias = None if grad_bias is None else grad_bias.to(ctx.bias_dtype)
         # The operation's gradients are temporaries of this function: the surrogates may overwrite them.
-        grad_x = grad_operand
+        grad_h = grad_operand
         if grad_operand is not None and input_surrogate is not None:
-            grad_x = surrogate_gradient(input_surrogate.name, x, grad_operand, input_surrogate.args, overwrite=True)
+            # The operation is done with the signs: the surrogate may use them as its work space.
+            grad_h = surrogate_gradient(input_surrogate.name, h, grad_operand, input_surrogate.args, overwrite=True,
+                                        signs=signs if input_surrogate.uses_signs else None)
+        grad_shift = None if grad_h is None or not needs[1] else grad_h.sum_to_size(shift_shape)
         grad_weight = grad_effective
         if grad_effective is not None and weight_surrogate is not None:
             grad_weight = surrogate_gradient(weight_surrogate.name, weight, grad_effective, weight_surrogate.args,
                                              alpha, overwrite=True)
-        return grad_x, grad_weight, None, grad_bias, None, None, None, None
+        return grad_h if needs[0] else None, grad_shift, grad_weight, None, grad_bias, None, None, None, None
+
+
+def _shifted(x: Tensor, shift: Tensor) -> Tensor:
+    r""":math:`h = x + b`, computed as :math:`x + (b + 0)`, which has the same values and never holds :math:`-0`.
+
+    In IEEE round-to-nearest arithmetic (without flushing subnormal results to zero, torch's default) a sum is
+    :math:`-0` only when both terms are :math:`-0`, and :math:`b + 0` turns a :math:`-0` of the (small) shift into
+    :math:`+0`; so :math:`\operatorname{sign}(h)` with :math:`s_0 = 1` is one :func:`torch.copysign` pass (see
+    :func:`_binary_input`).
+    """
+    return x + (shift + 0.0)
+
+
+def _binary_input(h: Tensor, surrogate: Surrogate | None, free_of_negative_zero: bool) -> Tensor:
+    """The operation's input: ``h`` as given without a surrogate, else its sign (one pass where ``h`` holds no
+    :math:`-0`, which :func:`torch.copysign` would map to :math:`-1`)."""
+    if surrogate is None:
+        return h
+    if free_of_negative_zero and surrogate.sign_of_zero == 1.0 and h.is_floating_point():
+        return torch.copysign(h.new_ones(()), h)
+    return sign(h, surrogate.sign_of_zero)
 
 
 def _autocast_dtype(x: Tensor) -> torch.dtype | None:
     """The dtype autocast runs convolutions and matrix products in on ``x``'s device, or ``None`` outside autocast."""
-    device = x.device.type
     if not x.is_floating_point():
         return None
+    device = x.device.type
     try:
-        enabled, dtype = torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
+        return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
     except (TypeError, AttributeError):  # torch < 2.4: per-device functions
-        cpu = device == "cpu"
-        enabled = torch.is_autocast_cpu_enabled() if cpu else torch.is_autocast_enabled()
-        dtype = torch.get_autocast_cpu_dtype() if cpu else torch.get_autocast_gpu_dtype()
-    return dtype if enabled else None
+        if device == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
 
 
 def _linear_backward(
-    grad: Tensor, operand: Tensor, weight: Tensor, needs: tuple[bool, ...]
+    grad: Tensor, operand: Tensor, weight: Tensor, needs: tuple[bool, bool, bool]
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """The gradients of ``F.linear(operand, weight, bias)`` wanted by ``needs`` (operand, weight, bias)."""
     rows = grad.reshape(-1, grad.shape[-1])
     grad_operand = grad.matmul(weight) if needs[0] else None
     grad_weight = rows.t().matmul(operand.reshape(-1, operand.shape[-1])) if needs[1] else None
-    grad_bias = rows.sum(0) if needs[3] else None
+    grad_bias = rows.sum(0) if needs[2] else None
     return grad_operand, grad_weight, grad_bias
 
 
@@ -226,6 +267,7 @@ def binary_conv(
     weight: Tensor,
     bias: Tensor | None,
     *,
+    shift: Tensor | None = None,
     alpha_dims: Sequence[int] = (),
     input_surrogate: Surrogate | None = None,
     weight_surrogate: Surrogate | None = None,
@@ -238,9 +280,11 @@ def binary_conv(
     pads: Sequence[int] | None = None,
     pad_value: float = 0.0,
 ) -> Tensor:
-    r"""A (transposed) convolution of ``sign(x)`` with ``alpha * sign(weight)``, saving only ``x`` and the weights.
+    r"""A (transposed) convolution of ``sign(x + shift)`` with ``alpha * sign(weight)``, saving only ``x + shift``
+    and the weights.
 
-    Equal in value to ``torch.convolution(F.pad(B_x(x), pads, value=pad_value), alpha * B_w(weight), bias, stride,
+    Equal in value to ``torch.convolution(F.pad(B_x(x + shift), pads, value=pad_value), alpha * B_w(weight), bias,
+    stride,
     padding, dilation, transposed, output_padding, groups)`` for the binarizers whose fused forms are
     ``input_surrogate`` and ``weight_surrogate`` (a side that is ``None`` is used as given), with their surrogate
     gradients; :math:`\alpha = \operatorname{mean}|W|` over ``alpha_dims`` (``()``: no scale).
@@ -260,8 +304,8 @@ def binary_conv(
         list(output_padding) if output_padding is not None else [0] * spatial, groups,
         list(pads) if pads is not None else None, float(pad_value),
     )
-    return BinaryOperation.apply(x, weight, tuple(alpha_dims), bias, input_surrogate, weight_surrogate, "convolution",
-                                 geometry)
+    return BinaryOperation.apply(x, shift, weight, tuple(alpha_dims), bias, input_surrogate, weight_surrogate,
+                                 "convolution", geometry)
 
 
 def binary_linear(
@@ -269,11 +313,13 @@ def binary_linear(
     weight: Tensor,
     bias: Tensor | None,
     *,
+    shift: Tensor | None = None,
     alpha_dims: Sequence[int] = (),
     input_surrogate: Surrogate | None = None,
     weight_surrogate: Surrogate | None = None,
 ) -> Tensor:
-    r"""``F.linear(sign(x), alpha * sign(weight), bias)``, saving only ``x`` and the weights (see :func:`binary_conv`).
+    r"""``F.linear(sign(x + shift), alpha * sign(weight), bias)``, saving only ``x + shift`` and the weights (see
+    :func:`binary_conv`).
 
     Examples:
         >>> h = torch.randn(3, 4, requires_grad=True)
@@ -282,4 +328,5 @@ def binary_linear(
         >>> torch.equal(y, torch.nn.functional.linear(sign(h), w))
         True
     """
-    return BinaryOperation.apply(x, weight, tuple(alpha_dims), bias, input_surrogate, weight_surrogate, "linear", ())
+    return BinaryOperation.apply(x, shift, weight, tuple(alpha_dims), bias, input_surrogate, weight_surrogate, "linear",
+                                 ())

@@ -71,10 +71,13 @@ function, one parameter vector fewer; it needs an activation with an input shift
 
 
 class _Operands(NamedTuple):
-    """What a binary layer's operation receives: ``x`` and ``weight`` as used, unless a side has a surrogate, in which
-    case it is the un-binarized tensor that the fused operation binarizes (``alpha_dims``: the weight scale's)."""
+    """What a binary layer's operation receives. Without a surrogate on either side, ``x`` and ``weight`` as used
+    (shifted and binarized) and no ``shift``. Otherwise the fused operation shifts and binarizes: ``x`` is the layer's
+    input, ``shift`` the input shift ready to broadcast (or ``None``), and a side with a surrogate holds the
+    un-binarized tensor (``alpha_dims``: the weight scale's)."""
 
     x: Tensor
+    shift: Tensor | None
     weight: Tensor
     alpha_dims: tuple[int, ...]
     input_surrogate: Surrogate | None
@@ -237,16 +240,21 @@ class BinaryLayerMixin:
         return (weight if alpha is None else weight * alpha), (), None
 
     def _operands(self, x: Tensor, groups: Tensor | None) -> _Operands:
-        """The operation's input and weight, binarized here or left to a fused operation (see :class:`_Operands`)."""
+        """The operation's input and weight, shifted and binarized here or left to a fused operation (see
+        :class:`_Operands`)."""
         fuse = self._fusable()
-        if self.shift is not None:
-            x = self.shift(x, groups)
         binarizer = self.input_binarizer
         input_surrogate = binarizer.surrogate(x) if binarizer is not None and fuse else None
+        weight, alpha_dims, weight_surrogate = self._weight_operands(fuse)
+        shift = None
+        if self.shift is not None:
+            if input_surrogate is not None or weight_surrogate is not None:
+                shift = self.shift.broadcast(x, groups)
+            else:
+                x = self.shift(x, groups)
         if binarizer is not None and input_surrogate is None:
             x = binarizer(x)
-        weight, alpha_dims, weight_surrogate = self._weight_operands(fuse)
-        return _Operands(x, weight, alpha_dims, input_surrogate, weight_surrogate)
+        return _Operands(x, shift, weight, alpha_dims, input_surrogate, weight_surrogate)
 
     def _fusable(self) -> bool:
         """Whether the fused operation covers this layer's arguments (overridden where a layout rules it out)."""
@@ -453,13 +461,13 @@ class _BinaryConvNd(BinaryLayerMixin):
         return pads
 
     def _convolve(self, operands: _Operands) -> Tensor:
-        x, weight, alpha_dims, input_surrogate, weight_surrogate = operands
+        x, shift, weight, alpha_dims, input_surrogate, weight_surrogate = operands
         if input_surrogate is not None or weight_surrogate is not None:
             padding = self._integer_padding()
             assert padding is not None  # _fusable() checked it
             pads = self._explicit_padding() if self.pad_value is not None else []
             return binary_conv(
-                x, weight, self.bias, alpha_dims=alpha_dims, input_surrogate=input_surrogate,
+                x, weight, self.bias, shift=shift, alpha_dims=alpha_dims, input_surrogate=input_surrogate,
                 weight_surrogate=weight_surrogate, stride=self.stride, padding=padding, dilation=self.dilation,
                 groups=self.groups, pads=pads if any(pads) else None, pad_value=self.pad_value or 0.0,
             )
@@ -564,10 +572,10 @@ class BinaryConvTranspose2d(BinaryLayerMixin, nn.ConvTranspose2d):
         )
         unbatched = input.dim() == num_spatial_dims + 1
         x = input.unsqueeze(0) if unbatched else input
-        h, weight, alpha_dims, input_surrogate, weight_surrogate = self._operands(x, groups)
+        h, shift, weight, alpha_dims, input_surrogate, weight_surrogate = self._operands(x, groups)
         if input_surrogate is not None or weight_surrogate is not None:
             y = binary_conv(
-                h, weight, self.bias, alpha_dims=alpha_dims, input_surrogate=input_surrogate,
+                h, weight, self.bias, shift=shift, alpha_dims=alpha_dims, input_surrogate=input_surrogate,
                 weight_surrogate=weight_surrogate, stride=self.stride, padding=self.padding, dilation=self.dilation,
                 groups=self.groups, transposed=True, output_padding=output_padding,
             )
@@ -607,9 +615,9 @@ class BinaryLinear(BinaryLayerMixin, nn.Linear):
 
     def forward(self, input: Tensor, timestep_groups: Tensor | None = None) -> Tensor:
         groups = self._groups(timestep_groups)
-        h, weight, alpha_dims, input_surrogate, weight_surrogate = self._operands(input, groups)
+        h, shift, weight, alpha_dims, input_surrogate, weight_surrogate = self._operands(input, groups)
         if input_surrogate is not None or weight_surrogate is not None:
-            y = binary_linear(h, weight, self.bias, alpha_dims=alpha_dims, input_surrogate=input_surrogate,
+            y = binary_linear(h, weight, self.bias, shift=shift, alpha_dims=alpha_dims, input_surrogate=input_surrogate,
                               weight_surrogate=weight_surrogate)
         else:
             y = F.linear(h, weight, self.bias)

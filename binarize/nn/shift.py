@@ -38,8 +38,12 @@ class LearnableBias(nn.Module):
         self.groups = groups
         self.bias = nn.Parameter(torch.zeros(parameter_shape(num_channels, groups), device=device, dtype=dtype))
 
+    def broadcast(self, x: Tensor, groups: Tensor | None = None) -> Tensor:
+        """The bias ready to add to ``x``: viewed to broadcast, gathered per sample when timestep-aware."""
+        return channel_parameter(self.bias, x, self.channel_dim, self.groups, groups)
+
     def forward(self, x: Tensor, groups: Tensor | None = None) -> Tensor:
-        return x + channel_parameter(self.bias, x, self.channel_dim, self.groups, groups)
+        return x + self.broadcast(x, groups)
 
     def extra_repr(self) -> str:
         extra = f", groups={self.groups}" if self.groups is not None else ""

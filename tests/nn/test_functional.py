@@ -124,6 +124,22 @@ def test_bi_conv_is_fused_and_equals_the_unfused_path(
     assert_same(layer, x, tol, **kwargs)
 
 
+@pytest.mark.parametrize("shift_zero", [0.0, -0.0])
+def test_the_fused_shift_maps_negative_zero_to_plus_one_like_the_unfused_sign(shift_zero: float) -> None:
+    """``x + b`` is -0 where both are -0: the fused sign (one copysign pass on ``x + (b + 0)``) still gives +1."""
+    layer = BinaryConv2d.from_float(nn.Conv2d(2, 2, 1, bias=False, dtype=torch.float64),
+                                    input_binarizer="approx_sign", input_shift=True)
+    with torch.no_grad():
+        layer.shift.bias.fill_(shift_zero)
+        layer.weight.fill_(1.0)
+    x = torch.tensor([-0.0, 0.0, -1.0, 2.0], dtype=torch.float64).view(1, 2, 2, 1)
+    out, _ = run(layer, x)
+    # Each output sums the two channels' signs: sign(-0) + sign(-1) = 1 - 1, sign(0) + sign(2) = 1 + 1 (-0 -> -1
+    # would give -2 at the first position).
+    assert out.flatten().tolist() == [0.0, 2.0, 0.0, 2.0]
+    assert_same(layer, x)
+
+
 def test_layouts_the_fused_operation_does_not_cover_use_the_modules() -> None:
     reflect = BinaryConv2d.from_float(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"),
                                       input_binarizer="approx_sign", weight_binarizer="ste")
