@@ -6,7 +6,7 @@ vectorised kernels, which on the CPU is several times faster than the PReLU kern
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +15,16 @@ from binarize._registry import Registry
 from binarize.nn.channels import ChannelDim, broadcast_channels, channel_parameter, gather_rows, parameter_shape
 
 ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
+
+
+class ShiftedPReLUParameters(NamedTuple):
+    """The arguments of :class:`ShiftedPReLU` after ``x``: slope rows, input and output shifts (or ``None``),
+    channel dimension."""
+
+    slope: Tensor
+    shift_in: Tensor | None
+    shift_out: Tensor | None
+    channel_dim: ChannelDim
 
 
 def channel_prelu(x: Tensor, slope: Tensor, channel_dim: ChannelDim = 1) -> Tensor:
@@ -40,6 +50,38 @@ def channel_prelu(x: Tensor, slope: Tensor, channel_dim: ChannelDim = 1) -> Tens
     return torch.where(x > 0, x, x * slope.view((slope.shape[0],) + (1,) * (x.dim() - 2) + (-1,)))
 
 
+def shifted_prelu(
+    x: Tensor, slope: Tensor, shift_in: Tensor | None, shift_out: Tensor | None, channel_dim: ChannelDim
+) -> tuple[Tensor, Tensor]:
+    r"""``(y, z)``: :math:`y = \operatorname{PReLU}_a(z) + t` with :math:`z = x + s`, without autograd (see
+    :class:`ShiftedPReLU` for the arguments); :math:`z` is what :func:`shifted_prelu_backward` needs."""
+    z = x if shift_in is None else x + shift_in
+    y = channel_prelu(z, slope, channel_dim)
+    if shift_out is not None:
+        y = y.add_(shift_out)
+    return y, z
+
+
+def shifted_prelu_backward(
+    grad: Tensor,
+    z: Tensor,
+    slope: Tensor,
+    channel_dim: ChannelDim,
+    shapes: tuple[torch.Size | None, torch.Size | None],
+    needs: tuple[bool, bool, bool],
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """The gradients for ``x``, the slope and the two shifts (see :class:`ShiftedPReLU`); ``shapes`` are the two
+    shifts' shapes, ``needs`` says which of slope, input shift and output shift want a gradient."""
+    positive = torch.ops.aten.threshold_backward(grad, z, 0)
+    negative = grad - positive
+    broadcast = broadcast_channels(slope, z, channel_dim)
+    grad_slope = (negative * z).sum_to_size(broadcast.shape).view(slope.shape) if needs[0] else None
+    grad_x = negative.mul_(broadcast).add_(positive)
+    grad_in = grad_x.sum_to_size(shapes[0]) if needs[1] else None
+    grad_out = grad.sum_to_size(shapes[1]) if needs[2] else None
+    return grad_x, grad_slope, grad_in, grad_out
+
+
 class ShiftedPReLU(torch.autograd.Function):
     r""":math:`y = \operatorname{PReLU}_a(x + s) + t` in one node, saving only :math:`z = x + s`.
 
@@ -53,7 +95,8 @@ class ShiftedPReLU(torch.autograd.Function):
         \frac{\partial L}{\partial s} = \textstyle\sum \frac{\partial L}{\partial x}, \qquad
         \frac{\partial L}{\partial t} = \textstyle\sum g,
 
-    the sums running over the dimensions each parameter is broadcast along.
+    the sums running over the dimensions each parameter is broadcast along. A binary layer's fused operation runs
+    the same two functions (:func:`shifted_prelu`, :func:`shifted_prelu_backward`) inside its own node.
 
     Reference: He, Zhang, Ren, Sun, "Delving Deep into Rectifiers", ICCV 2015 (PReLU); Liu, Shen, Savvides, Cheng,
     "ReActNet", ECCV 2020 (the shifts).
@@ -68,10 +111,7 @@ class ShiftedPReLU(torch.autograd.Function):
         shift_out: Tensor | None,
         channel_dim: ChannelDim,
     ) -> Tensor:
-        z = x if shift_in is None else x + shift_in
-        y = channel_prelu(z, slope, channel_dim)
-        if shift_out is not None:
-            y = y.add_(shift_out)
+        y, z = shifted_prelu(x, slope, shift_in, shift_out, channel_dim)
         ctx.save_for_backward(z, slope)
         ctx.channel_dim = channel_dim
         ctx.shapes = (None if shift_in is None else shift_in.shape, None if shift_out is None else shift_out.shape)
@@ -80,16 +120,9 @@ class ShiftedPReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         z, slope = ctx.saved_tensors
-        shift_in_shape, shift_out_shape = ctx.shapes
         needs = ctx.needs_input_grad
-        positive = torch.ops.aten.threshold_backward(grad, z, 0)
-        negative = grad - positive
-        broadcast = broadcast_channels(slope, z, ctx.channel_dim)
-        grad_slope = (negative * z).sum_to_size(broadcast.shape).view(slope.shape) if needs[1] else None
-        grad_x = negative.mul_(broadcast).add_(positive)
-        grad_in = grad_x.sum_to_size(shift_in_shape) if needs[2] else None
-        grad_out = grad.sum_to_size(shift_out_shape) if needs[3] else None
-        return grad_x, grad_slope, grad_in, grad_out, None
+        grads = shifted_prelu_backward(grad, z, slope, ctx.channel_dim, ctx.shapes, (needs[1], needs[2], needs[3]))
+        return (*grads, None)
 
 
 @ACTIVATIONS.register("prelu")
@@ -121,8 +154,13 @@ class ChannelPReLU(nn.Module):
     def _slope(self, groups: Tensor | None) -> Tensor:
         return self.slope if self.groups is None else gather_rows(self.slope, groups)
 
+    def fused_parameters(self, x: Tensor, groups: Tensor | None = None) -> ShiftedPReLUParameters:
+        """The arguments of :class:`ShiftedPReLU` for an input shaped like ``x``: the slope rows, the two shifts
+        ready to broadcast (``None`` for a plain PReLU) and the channel dimension."""
+        return ShiftedPReLUParameters(self._slope(groups), None, None, self.channel_dim)
+
     def forward(self, x: Tensor, groups: Tensor | None = None) -> Tensor:
-        return ShiftedPReLU.apply(x, self._slope(groups), None, None, self.channel_dim)
+        return ShiftedPReLU.apply(x, *self.fused_parameters(x, groups))
 
     def extra_repr(self) -> str:
         extra = f", groups={self.groups}" if self.groups is not None else ""
@@ -156,7 +194,8 @@ class RPReLU(ChannelPReLU):
         self.shift_in = nn.Parameter(torch.zeros(self._shape, device=device, dtype=dtype))
         self.shift_out = nn.Parameter(torch.zeros(self._shape, device=device, dtype=dtype))
 
-    def forward(self, x: Tensor, groups: Tensor | None = None) -> Tensor:
+    def fused_parameters(self, x: Tensor, groups: Tensor | None = None) -> ShiftedPReLUParameters:
+        """The slope rows and both shifts for an input shaped like ``x`` (see :meth:`ChannelPReLU.fused_parameters`)."""
         shift_in = channel_parameter(self.shift_in, x, self.channel_dim, self.groups, groups)
         shift_out = channel_parameter(self.shift_out, x, self.channel_dim, self.groups, groups)
-        return ShiftedPReLU.apply(x, self._slope(groups), shift_in, shift_out, self.channel_dim)
+        return ShiftedPReLUParameters(self._slope(groups), shift_in, shift_out, self.channel_dim)

@@ -36,6 +36,12 @@ learnable input shift :math:`h = x + b` (ReActNet's RSign threshold, BI-DiffSR's
   The recomputed signs are no longer needed once ``op``'s backward kernel has run, so a surrogate that needs a work
   tensor (ApproxSign's :math:`|h|`) writes into them instead of allocating one.
 
+The layer's output activation, when it is a PReLU or RPReLU (:mod:`binarize.nn.activations`), runs in the same
+node with the same kernels (:func:`~binarize.nn.activations.shifted_prelu` forward, saving :math:`z = y + \gamma`
+as the activation's own node does, and :func:`~binarize.nn.activations.shifted_prelu_backward`): a binary layer is
+then one Python-level autograd node, where its full-precision twin has the activation's node next to torch's C++
+convolution node.
+
 Either side may be left out (``None``): the input is then used as given, or the weight is the given tensor (already
 binarized and scaled by autograd, e.g. with a learnable scale). Values equal those of the unfused layer (the same
 kernels on the same tensors); gradients equal them up to the order of the factors of the surrogate products. The
@@ -56,6 +62,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from binarize.binarizers.functions import Surrogate, sign, surrogate_gradient
+from binarize.nn.activations import ShiftedPReLUParameters, shifted_prelu, shifted_prelu_backward
+from binarize.nn.channels import ChannelDim
 
 __all__ = ["BinaryOperation", "BinaryWeight", "binary_conv", "binary_linear", "binary_weight", "scaled_binary_weight"]
 
@@ -73,7 +81,9 @@ class BinaryOperation(torch.autograd.Function):
     two :class:`~binarize.binarizers.functions.Surrogate` forms (or ``None``), the
     ``op`` (``"convolution"`` or ``"linear"``) and, for a convolution, the arguments of :func:`torch.convolution`
     (``stride``, ``padding``, ``dilation``, ``transposed``, ``output_padding``, ``groups``) followed by an optional
-    constant padding of the input (``pads`` in :func:`torch.nn.functional.pad` order, ``pad_value``).
+    constant padding of the input (``pads`` in :func:`torch.nn.functional.pad` order, ``pad_value``); then the output
+    activation's slope rows, input and output shifts and channel dimension (``None, None, None, 1``: no activation;
+    see :class:`~binarize.nn.activations.ShiftedPReLU`).
     """
 
     @staticmethod
@@ -88,13 +98,16 @@ class BinaryOperation(torch.autograd.Function):
         weight_surrogate: Surrogate | None,
         op: str,
         geometry: tuple[Any, ...],
+        slope: Tensor | None,
+        activation_shift_in: Tensor | None,
+        activation_shift_out: Tensor | None,
+        channel_dim: ChannelDim,
     ) -> Tensor:
         h = x if shift is None else _shifted(x, shift)
         operand = _binary_input(h, input_surrogate, shift is not None)
         effective, alpha = weight, None
         if weight_surrogate is not None:
             effective, alpha = scaled_binary_weight(weight, alpha_dims, weight_surrogate.sign_of_zero)
-        ctx.save_for_backward(h, weight, alpha, effective)
         ctx.surrogates = (input_surrogate, weight_surrogate)
         ctx.op, ctx.geometry = op, geometry
         ctx.shift_shape = None if shift is None else shift.shape
@@ -105,22 +118,34 @@ class BinaryOperation(torch.autograd.Function):
             operand, effective = operand.to(compute), effective.to(compute)
             bias = None if bias is None else bias.to(compute)
         if op == "linear":
-            return F.linear(operand, effective, bias)
-        stride, padding, dilation, transposed, output_padding, groups, pads, pad_value = geometry
-        if pads is not None:
-            operand = F.pad(operand, pads, value=pad_value)
-        return torch.convolution(operand, effective, bias, stride, padding, dilation, transposed, output_padding,
-                                 groups)
+            y = F.linear(operand, effective, bias)
+        else:
+            stride, padding, dilation, transposed, output_padding, groups, pads, pad_value = geometry
+            if pads is not None:
+                operand = F.pad(operand, pads, value=pad_value)
+            y = torch.convolution(operand, effective, bias, stride, padding, dilation, transposed, output_padding,
+                                  groups)
+        z = None
+        if slope is not None:  # the output activation in the same node, saving z = y + shift_in as its own would
+            y, z = shifted_prelu(y, slope, activation_shift_in, activation_shift_out, channel_dim)
+            ctx.activation = (channel_dim, tuple(None if t is None else t.shape
+                                                 for t in (activation_shift_in, activation_shift_out)))
+        ctx.save_for_backward(h, weight, alpha, effective, z, slope)
+        return y
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        h, weight, alpha, effective = ctx.saved_tensors
+        h, weight, alpha, effective, z, slope = ctx.saved_tensors
         input_surrogate, weight_surrogate = ctx.surrogates
         shift_shape = ctx.shift_shape
+        needs = ctx.needs_input_grad
+        activation_grads: list[Tensor | None] = [None, None, None]
+        if z is not None:
+            channel_dim, shapes = ctx.activation
+            grad, *activation_grads = shifted_prelu_backward(grad, z, slope, channel_dim, shapes, needs[9:12])
         operand = signs = _binary_input(h, input_surrogate, shift_shape is not None)
         if ctx.compute is not None:
             operand, effective, grad = operand.to(ctx.compute), effective.to(ctx.compute), grad.to(ctx.compute)
-        needs = ctx.needs_input_grad
         needs_operand = needs[0] or needs[1]
         if ctx.op == "linear":
             grad_operand, grad_effective, grad_bias = _linear_backward(grad, operand, effective,
@@ -150,7 +175,8 @@ class BinaryOperation(torch.autograd.Function):
         if grad_effective is not None and weight_surrogate is not None:
             grad_weight = surrogate_gradient(weight_surrogate.name, weight, grad_effective, weight_surrogate.args,
                                              alpha, overwrite=True)
-        return grad_h if needs[0] else None, grad_shift, grad_weight, None, grad_bias, None, None, None, None
+        return (grad_h if needs[0] else None, grad_shift, grad_weight, None, grad_bias, None, None, None, None,
+                *activation_grads, None)
 
 
 def _shifted(x: Tensor, shift: Tensor) -> Tensor:
@@ -279,6 +305,7 @@ def binary_conv(
     output_padding: Sequence[int] | None = None,
     pads: Sequence[int] | None = None,
     pad_value: float = 0.0,
+    activation: ShiftedPReLUParameters | None = None,
 ) -> Tensor:
     r"""A (transposed) convolution of ``sign(x + shift)`` with ``alpha * sign(weight)``, saving only ``x + shift``
     and the weights.
@@ -305,7 +332,7 @@ def binary_conv(
         list(pads) if pads is not None else None, float(pad_value),
     )
     return BinaryOperation.apply(x, shift, weight, tuple(alpha_dims), bias, input_surrogate, weight_surrogate,
-                                 "convolution", geometry)
+                                 "convolution", geometry, *_activation_arguments(activation))
 
 
 def binary_linear(
@@ -317,6 +344,7 @@ def binary_linear(
     alpha_dims: Sequence[int] = (),
     input_surrogate: Surrogate | None = None,
     weight_surrogate: Surrogate | None = None,
+    activation: ShiftedPReLUParameters | None = None,
 ) -> Tensor:
     r"""``F.linear(sign(x + shift), alpha * sign(weight), bias)``, saving only ``x + shift`` and the weights (see
     :func:`binary_conv`).
@@ -329,4 +357,10 @@ def binary_linear(
         True
     """
     return BinaryOperation.apply(x, shift, weight, tuple(alpha_dims), bias, input_surrogate, weight_surrogate, "linear",
-                                 ())
+                                 (), *_activation_arguments(activation))
+
+
+def _activation_arguments(activation: ShiftedPReLUParameters | None) -> tuple[Any, ...]:
+    """The fused operation's trailing arguments: the activation's tensors one by one (autograd sees only direct
+    tensor arguments), or ``None``s."""
+    return (None, None, None, 1) if activation is None else tuple(activation)

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from binarize._registry import Registry
 from binarize.binarizers import Binarizer, BinarizerSpec, Surrogate, get_binarizer
 from binarize.errors import UnsupportedLayerError
-from binarize.nn.activations import ACTIVATIONS
+from binarize.nn.activations import ACTIVATIONS, ChannelPReLU, ShiftedPReLUParameters
 from binarize.nn.channels import ChannelDim
 from binarize.nn.functional import binary_conv, binary_linear, binary_weight
 from binarize.nn.handover import may_take_over
@@ -72,9 +72,10 @@ function, one parameter vector fewer; it needs an activation with an input shift
 
 class _Operands(NamedTuple):
     """What a binary layer's operation receives. Without a surrogate on either side, ``x`` and ``weight`` as used
-    (shifted and binarized) and no ``shift``. Otherwise the fused operation shifts and binarizes: ``x`` is the layer's
-    input, ``shift`` the input shift ready to broadcast (or ``None``), and a side with a surrogate holds the
-    un-binarized tensor (``alpha_dims``: the weight scale's)."""
+    (shifted and binarized), no ``shift`` and no ``activation``. Otherwise the fused operation shifts, binarizes and
+    activates: ``x`` is the layer's input, ``shift`` the input shift ready to broadcast (or ``None``), a side with a
+    surrogate holds the un-binarized tensor (``alpha_dims``: the weight scale's), and ``activation`` the output
+    PReLU / RPReLU's arguments when the operation applies it (``None``: the layer applies its activation itself)."""
 
     x: Tensor
     shift: Tensor | None
@@ -82,6 +83,12 @@ class _Operands(NamedTuple):
     alpha_dims: tuple[int, ...]
     input_surrogate: Surrogate | None
     weight_surrogate: Surrogate | None
+    activation: ShiftedPReLUParameters | None = None
+
+    @property
+    def fused(self) -> bool:
+        """Whether the fused operation runs (a surrogate on either side)."""
+        return self.input_surrogate is not None or self.weight_surrogate is not None
 
 
 class BinaryLayerMixin:
@@ -246,15 +253,25 @@ class BinaryLayerMixin:
         binarizer = self.input_binarizer
         input_surrogate = binarizer.surrogate(x) if binarizer is not None and fuse else None
         weight, alpha_dims, weight_surrogate = self._weight_operands(fuse)
+        fused = input_surrogate is not None or weight_surrogate is not None
         shift = None
         if self.shift is not None:
-            if input_surrogate is not None or weight_surrogate is not None:
+            if fused:
                 shift = self.shift.broadcast(x, groups)
             else:
                 x = self.shift(x, groups)
         if binarizer is not None and input_surrogate is None:
             x = binarizer(x)
-        return _Operands(x, shift, weight, alpha_dims, input_surrogate, weight_surrogate)
+        activation = self._fused_activation(x, groups) if fused else None
+        return _Operands(x, shift, weight, alpha_dims, input_surrogate, weight_surrogate, activation)
+
+    def _fused_activation(self, x: Tensor, groups: Tensor | None) -> ShiftedPReLUParameters | None:
+        """The output activation's arguments, ready for the fused operation, when it is a PReLU or RPReLU with the
+        stock forward (the fused operation runs the same kernels in its own node); else ``None``."""
+        activation = self.activation
+        if isinstance(activation, ChannelPReLU) and type(activation).forward is ChannelPReLU.forward:
+            return activation.fused_parameters(x, groups)
+        return None
 
     def _fusable(self) -> bool:
         """Whether the fused operation covers this layer's arguments (overridden where a layout rules it out)."""
@@ -274,8 +291,9 @@ class BinaryLayerMixin:
             )
         return self.timestep_state.require()
 
-    def _finish(self, y: Tensor, x: Tensor, groups: Tensor | None) -> Tensor:
-        if self.activation is not None:
+    def _finish(self, y: Tensor, x: Tensor, groups: Tensor | None, activated: bool = False) -> Tensor:
+        """The output activation (unless the fused operation ``activated`` ``y`` already) and the shortcut."""
+        if self.activation is not None and not activated:
             y = self.activation(y, groups)
         if self.shortcut:
             y = y + x
@@ -461,8 +479,8 @@ class _BinaryConvNd(BinaryLayerMixin):
         return pads
 
     def _convolve(self, operands: _Operands) -> Tensor:
-        x, shift, weight, alpha_dims, input_surrogate, weight_surrogate = operands
-        if input_surrogate is not None or weight_surrogate is not None:
+        x, shift, weight, alpha_dims, input_surrogate, weight_surrogate, activation = operands
+        if operands.fused:
             padding = self._integer_padding()
             assert padding is not None  # _fusable() checked it
             pads = self._explicit_padding() if self.pad_value is not None else []
@@ -470,6 +488,7 @@ class _BinaryConvNd(BinaryLayerMixin):
                 x, weight, self.bias, shift=shift, alpha_dims=alpha_dims, input_surrogate=input_surrogate,
                 weight_surrogate=weight_surrogate, stride=self.stride, padding=padding, dilation=self.dilation,
                 groups=self.groups, pads=pads if any(pads) else None, pad_value=self.pad_value or 0.0,
+                activation=activation,
             )
         if self.pad_value is None:
             return self._conv_forward(x, weight, self.bias)  # type: ignore[attr-defined]
@@ -504,7 +523,8 @@ class _BinaryConvNd(BinaryLayerMixin):
         groups = self._groups(timestep_groups)
         unbatched = input.dim() == len(self.kernel_size) + 1
         x = input.unsqueeze(0) if unbatched else input
-        y = self._finish(self._convolve(self._operands(x, groups)), x, groups)
+        operands = self._operands(x, groups)
+        y = self._finish(self._convolve(operands), x, groups, activated=operands.activation is not None)
         return y.squeeze(0) if unbatched else y
 
     @classmethod
@@ -572,17 +592,18 @@ class BinaryConvTranspose2d(BinaryLayerMixin, nn.ConvTranspose2d):
         )
         unbatched = input.dim() == num_spatial_dims + 1
         x = input.unsqueeze(0) if unbatched else input
-        h, shift, weight, alpha_dims, input_surrogate, weight_surrogate = self._operands(x, groups)
-        if input_surrogate is not None or weight_surrogate is not None:
+        operands = self._operands(x, groups)
+        h, shift, weight, alpha_dims, input_surrogate, weight_surrogate, activation = operands
+        if operands.fused:
             y = binary_conv(
-                h, weight, self.bias, shift=shift, alpha_dims=alpha_dims, input_surrogate=input_surrogate,
+                h, weight, self.bias, shift=shift, alpha_dims=alpha_dims, activation=activation, input_surrogate=input_surrogate,
                 weight_surrogate=weight_surrogate, stride=self.stride, padding=self.padding, dilation=self.dilation,
                 groups=self.groups, transposed=True, output_padding=output_padding,
             )
         else:
             y = F.conv_transpose2d(h, weight, self.bias, self.stride, self.padding, output_padding, self.groups,
                                    self.dilation)
-        y = self._finish(y, x, groups)
+        y = self._finish(y, x, groups, activated=operands.activation is not None)
         return y.squeeze(0) if unbatched else y
 
     @classmethod
@@ -615,13 +636,14 @@ class BinaryLinear(BinaryLayerMixin, nn.Linear):
 
     def forward(self, input: Tensor, timestep_groups: Tensor | None = None) -> Tensor:
         groups = self._groups(timestep_groups)
-        h, shift, weight, alpha_dims, input_surrogate, weight_surrogate = self._operands(input, groups)
-        if input_surrogate is not None or weight_surrogate is not None:
-            y = binary_linear(h, weight, self.bias, shift=shift, alpha_dims=alpha_dims, input_surrogate=input_surrogate,
-                              weight_surrogate=weight_surrogate)
+        operands = self._operands(input, groups)
+        h, shift, weight, alpha_dims, input_surrogate, weight_surrogate, activation = operands
+        if operands.fused:
+            y = binary_linear(h, weight, self.bias, shift=shift, alpha_dims=alpha_dims, activation=activation,
+                              input_surrogate=input_surrogate, weight_surrogate=weight_surrogate)
         else:
             y = F.linear(h, weight, self.bias)
-        return self._finish(y, input, groups)
+        return self._finish(y, input, groups, activated=operands.activation is not None)
 
     @classmethod
     def _float_init_args(cls, module: nn.Module) -> dict[str, Any]:

@@ -177,6 +177,36 @@ def test_a_bi_conv_saves_no_more_activations_than_its_full_precision_twin(groups
     assert unfused_bytes > saved_activation_bytes(binary, x.clone(), **kwargs)
 
 
+def python_nodes(output: Tensor) -> list[str]:
+    """The names of the Python-level autograd nodes behind ``output`` (custom functions, not torch's C++ nodes)."""
+    names, stack, seen = [], [output.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if isinstance(node, torch.autograd.function.BackwardCFunction):
+            names.append(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("cls", [BinaryConv2d, BinaryLinear])
+@pytest.mark.parametrize("activation", ["rprelu", "prelu"])
+def test_a_binary_layer_with_its_activation_is_one_python_node_like_its_twin(cls: type, activation: str) -> None:
+    layer_class = nn.Conv2d(4, 4, 3, padding=1) if cls is BinaryConv2d else nn.Linear(4, 4)
+    options = {**bi_conv_options(5), "activation": activation}
+    if activation == "prelu":
+        options["fold_bias"] = False
+    binary = cls.from_float(layer_class, **options)
+    twin = cls.from_float(layer_class, **{**options, "input_binarizer": None, "weight_binarizer": None,
+                                          "scale": None})
+    x = torch.randn(3, 4, 5, 5) if cls is BinaryConv2d else torch.randn(3, 2, 4)
+    groups = torch.tensor([0, 2, 4])
+    assert python_nodes(binary(x.requires_grad_(), timestep_groups=groups)) == ["BinaryOperationBackward"]
+    assert python_nodes(twin(x, timestep_groups=groups)) == ["ShiftedPReLUBackward"]
+
+
 def test_functional_forms_match_their_documented_equivalents() -> None:
     h = torch.randn(2, 3, 6, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, 3, 3, dtype=torch.float64, requires_grad=True)
