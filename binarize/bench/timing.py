@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["PairedTimes", "interleaved_medians", "interleaved_samples", "median_seconds", "paired_times", "synchronize"]
+__all__ = ["PairedTimes", "interleaved_samples", "median_seconds", "paired_times", "synchronize"]
 
 
 def synchronize(device: torch.device) -> None:
@@ -65,19 +65,6 @@ def interleaved_samples(
         for name in names if i % 2 == 0 else reversed(names):
             samples[name].append(_timed(works[name], device))
     return samples
-
-
-def interleaved_medians(
-    works: Mapping[str, Callable[[], Any]], *, repeats: int, warmup: int = 0, device: torch.device | None = None
-) -> dict[str, float]:
-    """The median time of each of ``works`` over :func:`interleaved_samples`.
-
-    Examples:
-        >>> sorted(interleaved_medians({"a": lambda: None, "b": lambda: None}, repeats=3))
-        ['a', 'b']
-    """
-    samples = interleaved_samples(works, repeats=repeats, warmup=warmup, device=device)
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,11 @@ def shifted_prelu(
     return y, z
 
 
+def shift_shapes(shift_in: Tensor | None, shift_out: Tensor | None) -> tuple[torch.Size | None, torch.Size | None]:
+    """The two shifts' shapes (``None`` for a missing one), which :func:`shifted_prelu_backward` sums gradients to."""
+    return (None if shift_in is None else shift_in.shape, None if shift_out is None else shift_out.shape)
+
+
 def shifted_prelu_backward(
     grad: Tensor,
     z: Tensor,
@@ -114,7 +119,7 @@ class ShiftedPReLU(torch.autograd.Function):
         y, z = shifted_prelu(x, slope, shift_in, shift_out, channel_dim)
         ctx.save_for_backward(z, slope)
         ctx.channel_dim = channel_dim
-        ctx.shapes = (None if shift_in is None else shift_in.shape, None if shift_out is None else shift_out.shape)
+        ctx.shapes = shift_shapes(shift_in, shift_out)
         return y
 
     @staticmethod

@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from binarize.binarizers.functions import Surrogate, sign, surrogate_gradient
-from binarize.nn.activations import ShiftedPReLUParameters, shifted_prelu, shifted_prelu_backward
+from binarize.nn.activations import ShiftedPReLUParameters, shift_shapes, shifted_prelu, shifted_prelu_backward
 from binarize.nn.channels import ChannelDim
 
 __all__ = ["BinaryOperation", "BinaryWeight", "binary_conv", "binary_linear", "binary_weight", "scaled_binary_weight"]
@@ -128,8 +128,7 @@ class BinaryOperation(torch.autograd.Function):
         z = None
         if slope is not None:  # the output activation in the same node, saving z = y + shift_in as its own would
             y, z = shifted_prelu(y, slope, activation_shift_in, activation_shift_out, channel_dim)
-            ctx.activation = (channel_dim, tuple(None if t is None else t.shape
-                                                 for t in (activation_shift_in, activation_shift_out)))
+            ctx.activation = (channel_dim, shift_shapes(activation_shift_in, activation_shift_out))
         ctx.save_for_backward(h, weight, alpha, effective, z, slope)
         return y
 
@@ -311,8 +310,7 @@ def binary_conv(
     and the weights.
 
     Equal in value to ``torch.convolution(F.pad(B_x(x + shift), pads, value=pad_value), alpha * B_w(weight), bias,
-    stride,
-    padding, dilation, transposed, output_padding, groups)`` for the binarizers whose fused forms are
+    stride, padding, dilation, transposed, output_padding, groups)`` for the binarizers whose fused forms are
     ``input_surrogate`` and ``weight_surrogate`` (a side that is ``None`` is used as given), with their surrogate
     gradients; :math:`\alpha = \operatorname{mean}|W|` over ``alpha_dims`` (``()``: no scale).
 

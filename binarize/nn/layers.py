@@ -253,17 +253,17 @@ class BinaryLayerMixin:
         binarizer = self.input_binarizer
         input_surrogate = binarizer.surrogate(x) if binarizer is not None and fuse else None
         weight, alpha_dims, weight_surrogate = self._weight_operands(fuse)
-        fused = input_surrogate is not None or weight_surrogate is not None
-        shift = None
-        if self.shift is not None:
-            if fused:
-                shift = self.shift.broadcast(x, groups)
-            else:
-                x = self.shift(x, groups)
+        operands = _Operands(x, None, weight, alpha_dims, input_surrogate, weight_surrogate)
+        # The operation adds the shift only where it also binarizes the input (or leaves it as is); an input
+        # binarizer run as a module here needs the shifted input.
+        if self.shift is not None and operands.fused and (binarizer is None or input_surrogate is not None):
+            operands = operands._replace(shift=self.shift.broadcast(x, groups))
+        elif self.shift is not None:
+            x = self.shift(x, groups)
         if binarizer is not None and input_surrogate is None:
             x = binarizer(x)
-        activation = self._fused_activation(x, groups) if fused else None
-        return _Operands(x, shift, weight, alpha_dims, input_surrogate, weight_surrogate, activation)
+        activation = self._fused_activation(x, groups) if operands.fused else None
+        return operands._replace(x=x, activation=activation)
 
     def _fused_activation(self, x: Tensor, groups: Tensor | None) -> ShiftedPReLUParameters | None:
         """The output activation's arguments, ready for the fused operation, when it is a PReLU or RPReLU with the
@@ -291,9 +291,9 @@ class BinaryLayerMixin:
             )
         return self.timestep_state.require()
 
-    def _finish(self, y: Tensor, x: Tensor, groups: Tensor | None, activated: bool = False) -> Tensor:
-        """The output activation (unless the fused operation ``activated`` ``y`` already) and the shortcut."""
-        if self.activation is not None and not activated:
+    def _finish(self, y: Tensor, x: Tensor, groups: Tensor | None, operands: _Operands) -> Tensor:
+        """The output activation (unless the fused operation applied it, see :class:`_Operands`) and the shortcut."""
+        if self.activation is not None and operands.activation is None:
             y = self.activation(y, groups)
         if self.shortcut:
             y = y + x
@@ -524,7 +524,7 @@ class _BinaryConvNd(BinaryLayerMixin):
         unbatched = input.dim() == len(self.kernel_size) + 1
         x = input.unsqueeze(0) if unbatched else input
         operands = self._operands(x, groups)
-        y = self._finish(self._convolve(operands), x, groups, activated=operands.activation is not None)
+        y = self._finish(self._convolve(operands), x, groups, operands)
         return y.squeeze(0) if unbatched else y
 
     @classmethod
@@ -596,14 +596,15 @@ class BinaryConvTranspose2d(BinaryLayerMixin, nn.ConvTranspose2d):
         h, shift, weight, alpha_dims, input_surrogate, weight_surrogate, activation = operands
         if operands.fused:
             y = binary_conv(
-                h, weight, self.bias, shift=shift, alpha_dims=alpha_dims, activation=activation, input_surrogate=input_surrogate,
-                weight_surrogate=weight_surrogate, stride=self.stride, padding=self.padding, dilation=self.dilation,
-                groups=self.groups, transposed=True, output_padding=output_padding,
+                h, weight, self.bias, shift=shift, alpha_dims=alpha_dims, activation=activation,
+                input_surrogate=input_surrogate, weight_surrogate=weight_surrogate, stride=self.stride,
+                padding=self.padding, dilation=self.dilation, groups=self.groups, transposed=True,
+                output_padding=output_padding,
             )
         else:
             y = F.conv_transpose2d(h, weight, self.bias, self.stride, self.padding, output_padding, self.groups,
                                    self.dilation)
-        y = self._finish(y, x, groups, activated=operands.activation is not None)
+        y = self._finish(y, x, groups, operands)
         return y.squeeze(0) if unbatched else y
 
     @classmethod
@@ -643,7 +644,7 @@ class BinaryLinear(BinaryLayerMixin, nn.Linear):
                               input_surrogate=input_surrogate, weight_surrogate=weight_surrogate)
         else:
             y = F.linear(h, weight, self.bias)
-        return self._finish(y, input, groups, activated=operands.activation is not None)
+        return self._finish(y, input, groups, operands)
 
     @classmethod
     def _float_init_args(cls, module: nn.Module) -> dict[str, Any]:

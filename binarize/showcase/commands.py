@@ -26,7 +26,7 @@ def _configure_demo(parser: argparse.ArgumentParser) -> None:
     "and zoo:bidiffsr-small-x2-fp-init; no download), upscales the embedded held-out photos with DDIM sampling, "
     "prints the quality table (bicubic, full precision, BI-DiffSR: PSNR-Y / SSIM-Y) and the cost table (parameters, "
     "operations, checkpoint bytes), and writes report.md, report.json and side_by_side.png into --out. The numbers "
-    "are checked against the zoo cards. A few minutes on two CPU cores.",
+    "are checked against the zoo cards. About a minute on two CPU cores.",
 )
 def run_demo_command(args: argparse.Namespace) -> int:
     from binarize.showcase.demo import run_demo

@@ -177,6 +177,20 @@ def test_a_bi_conv_saves_no_more_activations_than_its_full_precision_twin(groups
     assert unfused_bytes > saved_activation_bytes(binary, x.clone(), **kwargs)
 
 
+@pytest.mark.parametrize("cls", [BinaryConv2d, BinaryLinear])
+def test_a_module_input_binarizer_sees_the_shifted_input_when_the_weight_is_fused(cls: type) -> None:
+    """heaviside has no fused form: it runs as a module on x + b, and the fused operation must not add b again."""
+    float_layer = nn.Conv2d(3, 3, 1, dtype=torch.float64) if cls is BinaryConv2d else nn.Linear(3, 3,
+                                                                                                 dtype=torch.float64)
+    layer = cls.from_float(float_layer, input_binarizer="heaviside", weight_binarizer="ste", input_shift=True)
+    with torch.no_grad():
+        layer.shift.bias.copy_(torch.tensor([0.7, -0.4, 0.2], dtype=torch.float64))
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64) if cls is BinaryConv2d else torch.randn(2, 3,
+                                                                                             dtype=torch.float64)
+    assert layer._operands(x, None).fused
+    assert_same(layer, x)
+
+
 def python_nodes(output: Tensor) -> list[str]:
     """The names of the Python-level autograd nodes behind ``output`` (custom functions, not torch's C++ nodes)."""
     names, stack, seen = [], [output.grad_fn], set()
@@ -194,12 +208,12 @@ def python_nodes(output: Tensor) -> list[str]:
 @pytest.mark.parametrize("cls", [BinaryConv2d, BinaryLinear])
 @pytest.mark.parametrize("activation", ["rprelu", "prelu"])
 def test_a_binary_layer_with_its_activation_is_one_python_node_like_its_twin(cls: type, activation: str) -> None:
-    layer_class = nn.Conv2d(4, 4, 3, padding=1) if cls is BinaryConv2d else nn.Linear(4, 4)
+    float_layer = nn.Conv2d(4, 4, 3, padding=1) if cls is BinaryConv2d else nn.Linear(4, 4)
     options = {**bi_conv_options(5), "activation": activation}
     if activation == "prelu":
         options["fold_bias"] = False
-    binary = cls.from_float(layer_class, **options)
-    twin = cls.from_float(layer_class, **{**options, "input_binarizer": None, "weight_binarizer": None,
+    binary = cls.from_float(float_layer, **options)
+    twin = cls.from_float(float_layer, **{**options, "input_binarizer": None, "weight_binarizer": None,
                                           "scale": None})
     x = torch.randn(3, 4, 5, 5) if cls is BinaryConv2d else torch.randn(3, 2, 4)
     groups = torch.tensor([0, 2, 4])
