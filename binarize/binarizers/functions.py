@@ -30,6 +30,29 @@ from torch import Tensor
 from binarize._registry import Registry
 
 
+_CPU_SCALARS: dict[float, Tensor] = {value: torch.tensor(value, dtype=torch.float32) for value in (1.0, 2.0)}
+
+
+def scalar_like(value: float, like: Tensor) -> Tensor:
+    """A 0-dim tensor holding ``value`` to combine with ``like`` in an elementwise operation.
+
+    For a CPU tensor this is one cached float32 scalar tensor per value, which costs no allocation; a 0-dim
+    tensor's dtype yields to ``like``'s under type promotion, so the result has ``like``'s dtype (``value`` must be
+    exact in every floating dtype, as small integers are). Elsewhere, a new tensor on ``like``'s device and dtype.
+
+    Examples:
+        >>> scalar_like(2.0, torch.zeros(3, dtype=torch.float64)).add(torch.zeros(3, dtype=torch.float64)).dtype
+        torch.float64
+    """
+    if like.device.type != "cpu":
+        return like.new_full((), value)
+    scalar = _CPU_SCALARS.get(value)
+    if scalar is None:
+        with torch.inference_mode(False):
+            scalar = _CPU_SCALARS.setdefault(value, torch.tensor(value, dtype=torch.float32))
+    return scalar
+
+
 def sign(x: Tensor, sign_of_zero: float = 1.0) -> Tensor:
     r"""Elementwise sign with a configurable value at zero.
 
@@ -66,7 +89,7 @@ def scaled_sign(x: Tensor, scale: Tensor | None, sign_of_zero: float = 1.0) -> T
     signs = torch.sign(x)
     if sign_of_zero == 0.0:
         return signs if scale is None else signs.mul_(scale)
-    magnitude = signs.new_ones(()) if scale is None else scale
+    magnitude = scalar_like(1.0, signs) if scale is None else scale
     if signs.requires_grad or magnitude.requires_grad:  # out= is not differentiable; keep the graph
         return torch.copysign(magnitude, signs)
     return torch.copysign(magnitude, signs, out=signs)
@@ -137,15 +160,24 @@ def approx_sign_gradient(
 ) -> Tensor:
     r"""ApproxSign: :math:`g \cdot \max(0,\ 2 - 2|x|)`, computed in place on one tensor.
 
-    That tensor is ``signs`` when given (a temporary of the caller's, such as the signs a fused layer no longer
-    needs), so that no activation-sized tensor is allocated; else a new one.
+    That tensor is ``signs`` when given (:math:`\operatorname{sign}(x)`, any value at :math:`x = 0`: a temporary of
+    the caller's, such as the signs a fused layer no longer needs), so that no activation-sized tensor is allocated;
+    then :math:`2 - 2|x| = 2 - 2\,x \operatorname{sign}(x)` is one multiply-add pass (the products by 2 and by
+    :math:`\pm 1` are exact, so the values are those of :math:`2 - 2|x|`). Without it, :math:`|x|` goes into a new
+    tensor first.
 
     Examples:
         >>> approx_sign_gradient(torch.tensor([-1.5, -0.5, 0.0, 0.25, 1.0]), torch.ones(5)).tolist()
         [0.0, 1.0, 2.0, 1.5, 0.0]
+        >>> x = torch.tensor([-1.5, -0.5, 0.0, 0.25, 1.0])
+        >>> approx_sign_gradient(x, torch.ones(5), signs=torch.sign(x)).tolist()
+        [0.0, 1.0, 2.0, 1.5, 0.0]
     """
-    derivative = x.abs() if signs is None else torch.abs(x, out=signs)
-    torch.sub(derivative.new_full((), 2.0), derivative, alpha=2.0, out=derivative)  # 2 - 2|x|
+    if signs is None:
+        derivative = x.abs()
+        torch.sub(derivative.new_full((), 2.0), derivative, alpha=2.0, out=derivative)  # 2 - 2|x|
+    else:
+        derivative = torch.addcmul(scalar_like(2.0, signs), x, signs, value=-2.0, out=signs)  # 2 - 2 x sign(x)
     return derivative.clamp_min_(0.0).mul_(grad)
 
 
@@ -200,10 +232,12 @@ def surrogate_gradient(
         [3.0, 0.0]
     """
     gradient = SURROGATE_GRADIENTS.get(name)
+    if x.requires_grad and torch.is_grad_enabled():
+        x = x.detach()
     if signs is not None:
-        result = gradient(x.detach(), grad, *args, overwrite=overwrite, signs=signs)
+        result = gradient(x, grad, *args, overwrite=overwrite, signs=signs)
     else:
-        result = gradient(x.detach(), grad, *args, overwrite=overwrite)
+        result = gradient(x, grad, *args, overwrite=overwrite)
     if scale is None:
         return result
     return result * scale if result is grad and not overwrite else result.mul_(scale)

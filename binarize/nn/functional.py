@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from binarize.binarizers.functions import Surrogate, sign, surrogate_gradient
+from binarize.binarizers.functions import Surrogate, scalar_like, sign, surrogate_gradient
 from binarize.nn.activations import ShiftedPReLUParameters, shift_shapes, shifted_prelu, shifted_prelu_backward
 from binarize.nn.channels import ChannelDim
 
@@ -195,7 +195,7 @@ def _binary_input(h: Tensor, surrogate: Surrogate | None, free_of_negative_zero:
     if surrogate is None:
         return h
     if free_of_negative_zero and surrogate.sign_of_zero == 1.0 and h.is_floating_point():
-        return torch.copysign(h.new_ones(()), h)
+        return torch.copysign(scalar_like(1.0, h), h)
     return sign(h, surrogate.sign_of_zero)
 
 
@@ -235,7 +235,8 @@ def scaled_binary_weight(
         >>> binary.tolist(), alpha.flatten().tolist()
         ([[-1.0, 1.0], [2.0, -2.0]], [1.0, 2.0])
     """
-    weight = weight.detach()
+    if torch.is_grad_enabled():
+        weight = weight.detach()
     if not alpha_dims:
         return sign(weight, sign_of_zero), None
     buffer = weight.abs()

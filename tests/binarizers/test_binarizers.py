@@ -205,3 +205,27 @@ def test_overwriting_the_gradient_buffer_gives_the_same_result(name: str, dtype:
     assert torch.equal(got, expected)
     assert torch.equal(surrogate_gradient(name, x, grad.clone(), fused.args), surrogate_gradient(name, x, grad,
                                                                                                fused.args))
+
+
+@given(
+    st.lists(st.floats(-4.0, 4.0, allow_nan=False, allow_subnormal=True), min_size=1, max_size=40),
+    st.sampled_from(DTYPES),
+    st.sampled_from([1.0, 0.0]),
+)
+def test_a_signs_work_space_gives_the_same_gradient(values: list[float], dtype: torch.dtype,
+                                                    sign_of_zero: float) -> None:
+    """A surrogate that takes the layer's recomputed signs as its work space computes exactly what it computes
+    without them, whatever the signs hold at zero."""
+    x = torch.tensor(values + [0.0, -0.0, 1.0, -1.0], dtype=torch.float64).to(dtype)
+    grad = torch.linspace(-3.0, 3.0, x.numel(), dtype=torch.float64).to(dtype)
+    checked = 0
+    for name in SURROGATE_GRADIENTS.names():
+        fused = get_binarizer(name).surrogate(x)
+        if fused is None or not fused.uses_signs:
+            continue
+        expected = surrogate_gradient(name, x, grad, fused.args)
+        signs = sign(x, sign_of_zero)
+        got = surrogate_gradient(name, x, grad.clone(), fused.args, overwrite=True, signs=signs)
+        assert torch.equal(got, expected)
+        checked += 1
+    assert checked >= 1  # ApproxSign takes the signs
