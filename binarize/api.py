@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from torch import fx, nn
 
 from binarize.engine import Plan, Report, apply_plan, make_plan
 from binarize.engine.graph_pass import apply_graph_rules
+from binarize.engine.module_copy import deep_copy_module
 from binarize.engine.timestep_route import route_timesteps, timestep_argument
 from binarize.engine.verify import compare_outputs, run_model
 from binarize.errors import BinarizeError
@@ -134,7 +134,7 @@ def _disposable(copy_: nn.Module, original: nn.Module) -> list[nn.Parameter]:
 
 def _deep_copy(model: nn.Module) -> nn.Module:
     try:
-        return copy.deepcopy(model)
+        return deep_copy_module(model)
     except Exception as exc:
         raise BinarizeError(
             f"could not deep-copy the model to convert a copy ({type(exc).__name__}: {exc}); pass inplace=True to "

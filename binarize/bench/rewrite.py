@@ -7,7 +7,6 @@ separately so that its share is visible.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 
 from binarize.bench.overhead import resolve_device
 from binarize.bench.timing import median_seconds
+from binarize.engine.module_copy import deep_copy_module
 from binarize.errors import BinarizeError
 from binarize.recipe import load_recipe
 
@@ -96,7 +96,7 @@ def measure_rewrite(
             network(*inputs)
 
     time_forward = median_seconds(forward, repeats=repeats, warmup=warmup, device=target)
-    time_copy = median_seconds(lambda: copy.deepcopy(network), repeats=repeats, warmup=warmup, device=target)
+    time_copy = median_seconds(lambda: deep_copy_module(network), repeats=repeats, warmup=warmup, device=target)
     time_binarize = median_seconds(convert, repeats=repeats, warmup=warmup, device=target)
     first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
     return RewriteResult(
