@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import fx, nn
 
+from binarize._collector import collector_paused
 from binarize.engine import Plan, Report, apply_plan, make_plan
 from binarize.engine.graph_pass import apply_graph_rules
 from binarize.engine.module_copy import deep_copy_module
@@ -68,6 +69,14 @@ def binarize(
         >>> [r["new_type"] for r in out.binarize_report.replaced]
         ['BinaryConv2d', 'BinaryConv2d']
     """
+    with collector_paused():
+        return _convert(model, recipe, inplace, example_inputs, structure_only, verify)
+
+
+def _convert(
+    model: nn.Module, recipe: RecipeSpec, inplace: bool, example_inputs: Any, structure_only: bool, verify: Any
+) -> nn.Module:
+    """The body of :func:`binarize`."""
     _check_model(model)
     resolved = load_recipe(recipe)
     timestep_argument(model, resolved)  # a wrong timestep input is an error before anything changes
@@ -120,9 +129,10 @@ def plan(model: nn.Module, recipe: RecipeSpec, *, example_inputs: Any = None) ->
     """
     _check_model(model)
     resolved = load_recipe(recipe)
-    if resolved.graph_rules:  # plan the network the layer rules will see: the graph rules' result, on a copy
-        model = apply_graph_rules(_deep_copy(model), resolved).model
-    return make_plan(model, resolved, example_inputs=example_inputs)
+    with collector_paused():
+        if resolved.graph_rules:  # plan the network the layer rules will see: the graph rules' result, on a copy
+            model = apply_graph_rules(_deep_copy(model), resolved).model
+        return make_plan(model, resolved, example_inputs=example_inputs)
 
 
 def _disposable(copy_: nn.Module, original: nn.Module) -> list[nn.Parameter]:

@@ -238,3 +238,29 @@ def test_binarize_leaves_the_original_untouched_and_shares_nothing_with_it() -> 
     out = binarize(model, "identity")
     assert fingerprint(model) == before
     assert not shares_mutable_state(out, model)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_binarize_pauses_the_garbage_collector_and_restores_it(enabled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    import binarize.api as api
+
+    seen: list[bool] = []
+    real_plan = api.make_plan
+
+    def recording_plan(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.isenabled())
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(api, "make_plan", recording_plan)
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        binarize(nn.Sequential(nn.Linear(2, 2)), "identity")
+        assert seen == [False] and gc.isenabled() is enabled
+        with pytest.raises(TypeError):
+            binarize("not a model", "identity")  # type: ignore[arg-type]
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
