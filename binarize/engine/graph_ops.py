@@ -6,7 +6,8 @@ plain Python values elsewhere), refuses with :class:`Unsupported` whatever torch
 differently (a channel count that does not match, a kernel larger than its padded input, mixed dtypes or devices,
 an in-place update that another reference would observe), and returns the abstract result. A refusal is never an
 error: the caller then runs the forward pass, which decides. Rules are therefore strict, never lenient, and cover
-the layers and functions of common convolutional networks; anything absent from :data:`MODULES`,
+the layers and functions of common convolutional networks and vision transformers (layout changes, layer norm,
+attention); anything absent from :data:`MODULES`,
 :data:`FUNCTIONS` and :data:`METHODS` is refused.
 """
 
@@ -303,6 +304,27 @@ def _flatten_module(step: Step, m: nn.Module, input: Any) -> Value:  # noqa: A00
     return step.view(x, _flattened(x.shape, m.start_dim, m.end_dim))
 
 
+def _normalized_shape(value: Any) -> tuple[int, ...]:
+    """A layer norm's ``normalized_shape`` (an int or a sequence of positive ints) as a tuple."""
+    shape = (value,) if isinstance(value, int) else tuple(value)
+    require(len(shape) >= 1 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape))
+    return shape
+
+
+def _layer_norm_shape(x: Value, normalized: tuple[int, ...], *affine: Any) -> None:
+    """Check a layer norm over the trailing ``normalized`` dimensions of ``x`` with its affine tensors."""
+    require(len(x.shape) >= len(normalized) and x.shape[len(x.shape) - len(normalized) :] == normalized)
+    require(all(t is None or tuple(t.shape) == normalized for t in affine))
+    _same_kind(x, *affine)
+
+
+def _layer_norm(step: Step, m: nn.Module, input: Any) -> Value:  # noqa: A002
+    """``nn.LayerNorm``."""
+    x = _tensor(input)
+    _layer_norm_shape(x, _normalized_shape(m.normalized_shape), m.weight, m.bias)
+    return step.new(x.shape, x, [x], _weights_grad(m))
+
+
 _ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid,
     nn.Hardtanh, nn.Mish,
@@ -320,6 +342,7 @@ MODULES: dict[type[nn.Module], Rule] = {
     nn.AvgPool2d: _avg_pool,
     nn.AdaptiveAvgPool2d: _adaptive_avg_pool,
     nn.Flatten: _flatten_module,
+    nn.LayerNorm: _layer_norm,
 }
 
 
@@ -358,9 +381,41 @@ def _python(op: Callable[..., Any]) -> Rule:
 
 
 def _getitem(step: Step, obj: Any, index: Any) -> Any:
-    """Indexing a plain Python value (a size, a tuple of results); indexing tensors is not modelled."""
-    require(not isinstance(obj, Value) and not isinstance(index, Value))
+    """Indexing a plain Python value (a size, a tuple of results), or basic indexing of a tensor (a view)."""
+    require(not isinstance(index, Value))
+    if isinstance(obj, Value):
+        return step.view(obj, _indexed_shape(obj.shape, index))
     return obj[index]
+
+
+def _indexed_shape(shape: tuple[int, ...], index: Any) -> tuple[int, ...]:
+    """The shape of ``x[index]`` for basic indexing (ints, slices with a positive step, ``None``, one ``...``);
+    anything else (tensors, lists: advanced indexing) is refused."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    require(all(item is None or item is Ellipsis or isinstance(item, slice)
+                or (isinstance(item, int) and not isinstance(item, bool)) for item in items))
+    require(sum(item is Ellipsis for item in items) <= 1)
+    consuming = sum(item is not None and item is not Ellipsis for item in items)
+    require(consuming <= len(shape))
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        items[at : at + 1] = [slice(None)] * (len(shape) - consuming)
+    items += [slice(None)] * (len(shape) - sum(item is not None for item in items))
+    out: list[int] = []
+    dims = iter(shape)
+    for item in items:
+        if item is None:
+            out.append(1)
+            continue
+        size = next(dims)
+        if isinstance(item, int):
+            require(-size <= item < size)
+            continue
+        require(all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in
+                    (item.start, item.stop, item.step)))
+        require(item.step is None or item.step >= 1)
+        out.append(len(range(*item.indices(size))))
+    return tuple(out)
 
 
 def _getattr(step: Step, obj: Any, name: str) -> Any:
@@ -457,6 +512,108 @@ def _adaptive_avg_pool2d(step: Step, input: Any, output_size: Any) -> Value:  # 
     return step.new((*x.shape[:2], *_adaptive_sizes(x, output_size)), x, [x])
 
 
+def _sizes(sizes: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Sizes given as ``f(x, 2, 3)`` or ``f(x, (2, 3))`` (at least one argument)."""
+    require(len(sizes) >= 1)
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list, torch.Size)):
+        return tuple(sizes[0])
+    return sizes
+
+
+def _ints(values: Sequence[Any]) -> list[int]:
+    """``values``, which must be ints (not bools)."""
+    require(all(isinstance(v, int) and not isinstance(v, bool) for v in values))
+    return list(values)
+
+
+def _transpose(step: Step, input: Any, dim0: Any, dim1: Any) -> Value:  # noqa: A002
+    """``torch.transpose`` / ``Tensor.transpose`` (a view)."""
+    x = _tensor(input)
+    a, b = _dim(dim0, len(x.shape)), _dim(dim1, len(x.shape))
+    shape = list(x.shape)
+    if shape:
+        shape[a], shape[b] = shape[b], shape[a]
+    return step.view(x, shape)
+
+
+def _permute(step: Step, input: Any, *dims: Any) -> Value:  # noqa: A002
+    """``torch.permute`` / ``Tensor.permute`` (a view)."""
+    x = _tensor(input)
+    order = [_dim(d, len(x.shape)) for d in _ints(_sizes(dims))]
+    require(sorted(order) == list(range(len(x.shape))))
+    return step.view(x, [x.shape[d] for d in order])
+
+
+def _reshape(step: Step, input: Any, *shape: Any) -> Value:  # noqa: A002
+    """``torch.reshape`` / ``Tensor.reshape`` of a non-empty tensor into positive sizes, at most one ``-1`` (a view
+    where it can be, else a copy: either way it may share storage)."""
+    x = _tensor(input)
+    sizes = _ints(_sizes(shape))
+    numel = math.prod(x.shape)
+    require(numel >= 1 and sizes.count(-1) <= 1 and all(n >= 1 or n == -1 for n in sizes))
+    known = math.prod(n for n in sizes if n != -1)
+    if -1 in sizes:
+        require(numel % known == 0)
+        sizes[sizes.index(-1)] = numel // known
+    require(math.prod(sizes) == numel)
+    return step.view(x, sizes)
+
+
+def _expand(step: Step, input: Any, *sizes: Any) -> Value:  # noqa: A002
+    """``Tensor.expand`` to positive sizes (``-1`` keeps an existing dimension; a view)."""
+    x = _tensor(input)
+    target = _ints(_sizes(sizes))
+    lead = len(target) - len(x.shape)
+    require(lead >= 0 and all(n >= 1 for n in target[:lead]))
+    shape = target[:lead]
+    for size, want in zip(x.shape, target[lead:]):
+        require(want == -1 or want == size or (size == 1 and want >= 1))
+        shape.append(size if want == -1 else want)
+    return step.view(x, shape)
+
+
+def _unbind(step: Step, input: Any, dim: Any = 0) -> tuple[Value, ...]:  # noqa: A002
+    """``torch.unbind`` / ``Tensor.unbind``: views along ``dim``."""
+    x = _tensor(input)
+    require(len(x.shape) >= 1)
+    axis = _dim(dim, len(x.shape))
+    rest = x.shape[:axis] + x.shape[axis + 1 :]
+    return tuple(step.view(x, rest) for _ in range(x.shape[axis]))
+
+
+def _contiguous(step: Step, input: Any) -> Value:  # noqa: A002
+    """``Tensor.contiguous()``: the tensor itself or a copy (either way it may share storage)."""
+    x = _tensor(input)
+    return step.view(x, x.shape)
+
+
+def _layer_norm_function(
+    step: Step, input: Any, normalized_shape: Any, weight: Any = None, bias: Any = None,  # noqa: A002
+    eps: float = 1e-5,
+) -> Value:
+    """``F.layer_norm`` (timm's LayerNorm and LayerNorm2d)."""
+    x = _tensor(input)
+    affine = [_tensor(t) for t in (weight, bias) if t is not None]
+    require(isinstance(eps, (int, float)) and not isinstance(eps, bool))
+    _layer_norm_shape(x, _normalized_shape(normalized_shape), *affine)
+    return step.new(x.shape, x, [x, *affine])
+
+
+def _attention(
+    step: Step, query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_p: float = 0.0,
+    is_causal: bool = False, scale: Any = None, enable_gqa: bool = False,
+) -> Value:
+    """``F.scaled_dot_product_attention`` on ``(batch, heads, length, features)`` tensors with equal batch and
+    head counts, without mask, dropout or grouped heads."""
+    q, k, v = _tensor(query), _tensor(key), _tensor(value)
+    require(attn_mask is None and dropout_p == 0.0 and is_causal is False and enable_gqa is False)
+    require(scale is None or (isinstance(scale, float) and not isinstance(scale, bool)))
+    require(all(len(t.shape) == 4 and all(n >= 1 for n in t.shape) for t in (q, k, v)))
+    require(q.shape[:2] == k.shape[:2] == v.shape[:2] and q.shape[3] == k.shape[3] and k.shape[2] == v.shape[2])
+    _same_kind(q, k, v)
+    return step.new((*q.shape[:3], v.shape[3]), q, [q, k, v])
+
+
 def _check_assert(step: Step, condition: Any, message: Any = None) -> None:
     """``torch._assert`` that torch.fx adds for a specialised input."""
     require(condition is True)
@@ -486,6 +643,12 @@ FUNCTIONS: dict[Any, Rule] = {
     F.adaptive_avg_pool2d: _adaptive_avg_pool2d,
     torch._assert: _check_assert,
     fx._symbolic_trace._assert_is_none: _check_none,
+    torch.transpose: _transpose,
+    torch.permute: _permute,
+    torch.reshape: _reshape,
+    torch.unbind: _unbind,
+    F.layer_norm: _layer_norm_function,
+    F.scaled_dot_product_attention: _attention,
 }
 
 METHODS: dict[str, Rule] = {
@@ -497,4 +660,12 @@ METHODS: dict[str, Rule] = {
     "relu_": _elementwise(True),
     "sigmoid": _elementwise(False),
     "tanh": _elementwise(False),
+    **{name: _arithmetic(op, False) for name, op in (("add", operator.add), ("sub", operator.sub),
+                                                      ("mul", operator.mul), ("div", operator.truediv))},
+    "transpose": _transpose,
+    "permute": _permute,
+    "reshape": _reshape,
+    "expand": _expand,
+    "unbind": _unbind,
+    "contiguous": _contiguous,
 }

@@ -17,12 +17,17 @@ Leaves: the modules torch.fx treats as leaves (those defined in ``torch.nn``), b
 
 from __future__ import annotations
 
+import dis
 import math
+import threading
+import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch.fx.proxy
 from torch import fx, nn
 
 from binarize._registry import Registry
@@ -50,6 +55,46 @@ def _register_binary_layers() -> None:
 _register_binary_layers()
 
 
+_DISASSEMBLY_LOCK = threading.Lock()
+_disassembly_depth = 0
+
+
+@contextmanager
+def _memoized_disassembly() -> Iterator[None]:
+    """Within the block, torch.fx disassembles each code object once.
+
+    A proxy that is unpacked (``B, N, C = x.shape``) looks at the caller's bytecode to count the targets, and
+    torch.fx disassembles the caller's whole function for that on every unpacking: about a quarter of tracing a
+    vision transformer. Code objects are immutable, so their instructions can be kept for the trace; torch.fx's
+    module sees a stand-in for :mod:`dis` with a memoized ``get_instructions`` (everything else is :mod:`dis`'s).
+    """
+    global _disassembly_depth
+    with _DISASSEMBLY_LOCK:
+        _disassembly_depth += 1
+        if _disassembly_depth == 1:
+            cache: dict[types.CodeType, tuple[dis.Instruction, ...]] = {}
+
+            def get_instructions(code: Any, **kwargs: Any) -> tuple[dis.Instruction, ...]:
+                if kwargs or not isinstance(code, types.CodeType):
+                    return tuple(dis.get_instructions(code, **kwargs))
+                found = cache.get(code)
+                if found is None:
+                    found = cache[code] = tuple(dis.get_instructions(code))
+                return found
+
+            stand_in = types.ModuleType("dis")
+            stand_in.__dict__.update(vars(dis))
+            stand_in.get_instructions = get_instructions  # type: ignore[attr-defined]
+            torch.fx.proxy.dis = stand_in  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        with _DISASSEMBLY_LOCK:
+            _disassembly_depth -= 1
+            if _disassembly_depth == 0:
+                torch.fx.proxy.dis = dis  # type: ignore[attr-defined]
+
+
 class PathTracer(fx.Tracer):
     """A tracer that records the module path behind every node and the innermost module where tracing failed.
 
@@ -64,6 +109,11 @@ class PathTracer(fx.Tracer):
         self.extra_leaves = leaves
         self._path_stack: list[str] = [""]
         self.failed_in: str | None = None
+
+    def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+        """As :meth:`torch.fx.Tracer.trace`, with each function's bytecode disassembled once."""
+        with _memoized_disassembly():
+            return super().trace(root, concrete_args)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if id(m) in self.extra_leaves:

@@ -100,6 +100,29 @@ class Conditioned(nn.Module):
         return self.head(h)
 
 
+class Attention(nn.Module):
+    """Multi-head self-attention written out with layout changes: reshape, permute, unbind, transpose, expand,
+    indexing, layer norm and ``scaled_dot_product_attention``."""
+
+    def __init__(self, width: int = 8, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.token = nn.Parameter(torch.zeros(1, 1, width))
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        x = torch.cat([self.token.expand(batch, -1, -1), x], dim=1)
+        qkv = self.qkv(self.norm(x)).reshape(batch, length + 1, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, length + 1, width)
+        x = x + self.proj(y)
+        return self.head(F.layer_norm(x, (width,))[:, 0])
+
+
 SUPPORTED = [
     pytest.param(lambda: SmallNet(), (torch.randn(2, 3, 16, 16),), id="small-net"),
     pytest.param(lambda: Shared(), (torch.randn(2, 4),), id="shared-layer"),
@@ -108,6 +131,11 @@ SUPPORTED = [
     pytest.param(lambda: timm.create_model("resnet18", num_classes=10), (torch.randn(1, 3, 32, 32),), id="resnet18"),
     pytest.param(lambda: timm.create_model("mobilenetv2_035", num_classes=10), (torch.randn(1, 3, 32, 32),),
                  id="mobilenetv2"),
+    pytest.param(lambda: timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, num_classes=10),
+                 (torch.randn(2, 3, 32, 32),), id="vit"),
+    pytest.param(lambda: timm.create_model("convnext_atto", num_classes=10), (torch.randn(2, 3, 32, 32),),
+                 id="convnext"),
+    pytest.param(lambda: Attention(), (torch.randn(2, 5, 8),), id="attention-layout"),
 ]
 
 
@@ -184,13 +212,13 @@ class UpdatesItsInput(nn.Module):
         return self.fc(x)
 
 
-class Permuted(nn.Module):
+class Rolled(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.fc = nn.Linear(3, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.permute(0, 2, 1))
+        return self.fc(torch.roll(x, 1, 1))
 
 
 DECLINED = [
@@ -198,7 +226,7 @@ DECLINED = [
     pytest.param(NoGrad, torch.randn(2, 3), id="grad-disabled-in-forward"),
     pytest.param(AliasedUpdate, torch.randn(2, 3), id="update-seen-through-another-name"),
     pytest.param(UpdatesItsInput, torch.randn(2, 3), id="in-place-on-the-input"),
-    pytest.param(Permuted, torch.randn(2, 3, 3), id="operation-not-modelled"),
+    pytest.param(Rolled, torch.randn(2, 3, 3), id="operation-not-modelled"),
     pytest.param(SmallNet, torch.randn(2, 5, 16, 16), id="wrong-channel-count"),
     pytest.param(SmallNet, torch.randn(2, 3, 16, 16, dtype=torch.float64), id="wrong-dtype"),
     pytest.param(SmallNet, torch.randn(3, 16, 16), id="unbatched"),
