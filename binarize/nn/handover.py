@@ -29,18 +29,19 @@ def handing_over(parameters: Iterable[nn.Parameter]) -> Iterator[None]:
     The caller promises that the layers holding them are discarded once replaced, and that nothing else reads
     these tensors afterwards.
     """
-    token = _HANDED_OVER.set(frozenset(id(p) for p in parameters))
+    token = _HANDED_OVER.set(frozenset(map(id, parameters)))
     try:
         yield
     finally:
         _HANDED_OVER.reset(token)
 
 
-def may_take_over(old: torch.Tensor, fresh: torch.Tensor) -> bool:
-    """Whether ``old`` may replace ``fresh`` (a new, uninitialised parameter) where ``fresh`` would get a copy.
+def may_take_over(old: torch.Tensor, fresh: torch.Tensor, device: torch.device | None = None) -> bool:
+    """Whether ``old`` may replace ``fresh`` (a new parameter, uninitialised or on the meta device) where a copy of
+    ``old`` would go into ``fresh``'s layout on ``device`` (default: ``fresh``'s device).
 
-    A copy into ``fresh`` is a plain ``nn.Parameter`` with ``fresh``'s layout, in storage of its own, with no
-    gradient; ``old`` must look exactly like that.
+    Such a copy is a plain ``nn.Parameter`` with ``fresh``'s layout, in storage of its own, with no gradient; ``old``
+    must look exactly like that.
     """
     return (
         id(old) in _HANDED_OVER.get()
@@ -49,7 +50,7 @@ def may_take_over(old: torch.Tensor, fresh: torch.Tensor) -> bool:
         and not vars(old)
         and old.shape == fresh.shape
         and old.dtype == fresh.dtype
-        and old.device == fresh.device
+        and old.device == (fresh.device if device is None else device)
         and old.stride() == fresh.stride()
         and old.storage_offset() == 0
         and old.untyped_storage().nbytes() == fresh.untyped_storage().nbytes()

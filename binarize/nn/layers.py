@@ -26,6 +26,7 @@ asymmetric ``"same"`` padding) run the binarizer as a module, with the same valu
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -68,6 +69,10 @@ parameters named in ``timestep_parts`` (the input shift, the output activation, 
 :mod:`binarize.nn.timestep`); recipes set both through their ``timestep`` section and the ``timestep_aware`` option.
 ``fold_bias`` removes the layer's bias, adding it to the output activation's input shift instead (the same
 function, one parameter vector fewer; it needs an activation with an input shift, such as RPReLU)."""
+
+
+_SKIP_RESET: ContextVar[bool] = ContextVar("binarize_skip_reset", default=False)
+"""True while :meth:`BinaryLayerMixin.from_float` builds a layer whose weights it overwrites."""
 
 
 class _Operands(NamedTuple):
@@ -113,6 +118,12 @@ class BinaryLayerMixin:
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTION_DEFAULTS}
         self.float_class.__init__(self, *args, **kwargs)  # type: ignore[misc]
         self._init_binary(**options)
+
+    def reset_parameters(self) -> None:
+        """The torch layer's initialisation, skipped while :meth:`from_float` builds the layer (the weights are
+        overwritten at once)."""
+        if not _SKIP_RESET.get():
+            super().reset_parameters()  # type: ignore[misc]
 
     def _init_binary(
         self,
@@ -374,28 +385,45 @@ class BinaryLayerMixin:
         weight = module.weight
         if isinstance(weight, nn.parameter.UninitializedParameter):
             raise UnsupportedLayerError("the layer is lazy and uninitialised; run one forward pass first")
-        # Built on the meta device, then given uninitialised storage: the weights are overwritten at once, so
-        # the torch layer's random initialisation would be wasted work on large models.
-        new = cls(**cls._float_init_args(module), device="meta", dtype=weight.dtype).to_empty(device=weight.device)
+        # Built on the meta device without the torch layer's random initialisation (the weights are overwritten at
+        # once); then the weight and bias are taken over or copied, and anything else gets uninitialised storage.
+        token = _SKIP_RESET.set(True)
+        try:
+            new = cls(**cls._float_init_args(module), device="meta", dtype=weight.dtype)
+        finally:
+            _SKIP_RESET.reset(token)
         for name in ("weight", "bias"):
             old = getattr(module, name, None)
             if old is not None:
-                _take_or_copy(new, name, old)
+                _take_or_copy(new, name, old, weight.device)
+        _materialize(new, weight.device)
         new.train(module.training)
         new._init_binary(**options)
         return new
 
 
-def _take_or_copy(new: nn.Module, name: str, old: Tensor) -> None:
-    """Give ``new.<name>`` the values of ``old``: ``old`` itself where it is handed over (see
-    :mod:`binarize.nn.handover`), else a copy."""
+def _materialize(module: nn.Module, device: torch.device) -> None:
+    """Give every parameter and buffer of ``module`` still on the meta device uninitialised storage on ``device``."""
+    for table in (module._parameters, module._buffers):
+        for name, tensor in table.items():
+            if tensor is not None and tensor.is_meta:
+                storage = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device=device)
+                table[name] = nn.Parameter(storage, tensor.requires_grad) if isinstance(tensor, nn.Parameter) \
+                    else storage
+
+
+def _take_or_copy(new: nn.Module, name: str, old: Tensor, device: torch.device) -> None:
+    """Give ``new.<name>`` (a parameter on the meta device) the values of ``old`` on ``device``: ``old`` itself
+    where it is handed over (see :mod:`binarize.nn.handover`), else a copy in new storage with the layer's own
+    layout."""
     fresh = getattr(new, name)
-    if may_take_over(old, fresh):
+    if may_take_over(old, fresh, device):
         setattr(new, name, old)
         return
+    storage = torch.empty_strided(fresh.shape, fresh.stride(), dtype=fresh.dtype, device=device)
     with torch.no_grad():
-        fresh.copy_(old)
-    fresh.requires_grad_(old.requires_grad)
+        storage.copy_(old)
+    setattr(new, name, nn.Parameter(storage, requires_grad=old.requires_grad))
 
 
 def _activation_name(module: nn.Module) -> str:

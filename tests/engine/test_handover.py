@@ -82,8 +82,8 @@ def test_binarize_hands_over_the_copy_s_untied_weights(monkeypatch: pytest.Monke
     taken: list[tuple[int, ...]] = []
     original = layers.may_take_over
 
-    def spy(old: torch.Tensor, fresh: torch.Tensor) -> bool:
-        result = original(old, fresh)
+    def spy(old: torch.Tensor, fresh: torch.Tensor, device: torch.device | None = None) -> bool:
+        result = original(old, fresh, device)
         if result:
             taken.append(tuple(old.shape))
         return result

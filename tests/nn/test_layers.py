@@ -221,3 +221,21 @@ def test_channel_modules_on_linear_layout() -> None:
     with torch.no_grad():
         act.slope.copy_(torch.linspace(0, 1, 5))
     torch.testing.assert_close(act(x), torch.where(x > 0, x, x * torch.linspace(0, 1, 5)))
+
+
+@pytest.mark.parametrize(("binary_cls", "float_cls", "args"), [
+    (BinaryConv2d, nn.Conv2d, (3, 4, 3)),
+    (BinaryLinear, nn.Linear, (5, 2)),
+])
+def test_a_layer_built_directly_is_initialised_as_torch_initialises_its_float_twin(
+    binary_cls: type[nn.Module], float_cls: type[nn.Module], args: tuple[int, ...]
+) -> None:
+    """from_float skips the random initialisation it would overwrite; a layer built with its constructor does not."""
+    torch.manual_seed(3)
+    reference = float_cls(*args)
+    torch.manual_seed(3)
+    built = binary_cls(*args)
+    assert torch.equal(built.weight, reference.weight) and torch.equal(built.bias, reference.bias)
+    converted = binary_cls.from_float(reference)
+    assert torch.equal(converted.weight, reference.weight) and converted.weight is not reference.weight
+    assert not converted.weight.is_meta and not converted.bias.is_meta
