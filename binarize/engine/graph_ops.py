@@ -6,9 +6,8 @@ plain Python values elsewhere), refuses with :class:`Unsupported` whatever torch
 differently (a channel count that does not match, a kernel larger than its padded input, mixed dtypes or devices,
 an in-place update that another reference would observe), and returns the abstract result. A refusal is never an
 error: the caller then runs the forward pass, which decides. Rules are therefore strict, never lenient, and cover
-the layers and functions of common convolutional networks and vision transformers (layout changes, layer norm,
-attention); anything absent from :data:`MODULES`,
-:data:`FUNCTIONS` and :data:`METHODS` is refused.
+the layers and functions of common convolutional networks and vision transformers (layout changes, layer and
+group norm, attention); anything absent from :data:`MODULES`, :data:`FUNCTIONS` and :data:`METHODS` is refused.
 """
 
 from __future__ import annotations
@@ -325,6 +324,23 @@ def _layer_norm(step: Step, m: nn.Module, input: Any) -> Value:  # noqa: A002
     return step.new(x.shape, x, [x], _weights_grad(m))
 
 
+def _group_norm_shape(x: Value, groups: Any, *affine: Any) -> None:
+    """Check a group norm of ``x`` (``(N, C, ...)``) in ``groups`` groups with its affine tensors, as torch does."""
+    require(isinstance(groups, int) and not isinstance(groups, bool) and groups >= 1)
+    require(len(x.shape) >= 2 and all(n >= 1 for n in x.shape) and x.shape[1] % groups == 0)
+    # F.group_norm refuses a single value per group: (N * C / groups) * spatial size must exceed 1
+    require(x.shape[0] * x.shape[1] // groups * math.prod(x.shape[2:]) > 1)
+    require(all(t is None or tuple(t.shape) == (x.shape[1],) for t in affine))
+    _same_kind(x, *affine)
+
+
+def _group_norm(step: Step, m: nn.Module, input: Any) -> Value:  # noqa: A002
+    """``nn.GroupNorm``."""
+    x = _tensor(input)
+    _group_norm_shape(x, m.num_groups, m.weight, m.bias)
+    return step.new(x.shape, x, [x], _weights_grad(m))
+
+
 _ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid,
     nn.Hardtanh, nn.Mish,
@@ -343,6 +359,7 @@ MODULES: dict[type[nn.Module], Rule] = {
     nn.AdaptiveAvgPool2d: _adaptive_avg_pool,
     nn.Flatten: _flatten_module,
     nn.LayerNorm: _layer_norm,
+    nn.GroupNorm: _group_norm,
 }
 
 
@@ -599,6 +616,22 @@ def _layer_norm_function(
     return step.new(x.shape, x, [x, *affine])
 
 
+def _group_norm_function(
+    step: Step, input: Any, num_groups: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5,  # noqa: A002
+) -> Value:
+    """``F.group_norm``."""
+    x = _tensor(input)
+    affine = [_tensor(t) for t in (weight, bias) if t is not None]
+    require(isinstance(eps, (int, float)) and not isinstance(eps, bool))
+    _group_norm_shape(x, num_groups, *affine)
+    return step.new(x.shape, x, [x, *affine])
+
+
+def _reshape_as(step: Step, input: Any, other: Any) -> Value:  # noqa: A002
+    """``Tensor.reshape_as``: ``reshape`` to ``other``'s shape."""
+    return _reshape(step, input, _tensor(other).shape)
+
+
 def _attention(
     step: Step, query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_p: float = 0.0,
     is_causal: bool = False, scale: Any = None, enable_gqa: bool = False,
@@ -648,6 +681,7 @@ FUNCTIONS: dict[Any, Rule] = {
     torch.reshape: _reshape,
     torch.unbind: _unbind,
     F.layer_norm: _layer_norm_function,
+    F.group_norm: _group_norm_function,
     F.scaled_dot_product_attention: _attention,
 }
 
@@ -665,6 +699,7 @@ METHODS: dict[str, Rule] = {
     "transpose": _transpose,
     "permute": _permute,
     "reshape": _reshape,
+    "reshape_as": _reshape_as,
     "expand": _expand,
     "unbind": _unbind,
     "contiguous": _contiguous,

@@ -31,7 +31,7 @@ def agree(rule: Any, real: Any, *args: Any, **kwargs: Any) -> None:
     abstract_kwargs = {k: abstract(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
     try:
         expected = real(*args, **kwargs)
-    except (RuntimeError, IndexError, TypeError, ValueError):
+    except (RuntimeError, IndexError, TypeError, ValueError, ZeroDivisionError):
         with pytest.raises((Unsupported, TypeError)):
             rule(STEP, *abstract_args, **abstract_kwargs)
         return
@@ -136,6 +136,25 @@ def test_layer_norm(shape: tuple[int, ...], normalized: tuple[int, ...], weight:
     if len(normalized) == 1 and (weight == bias):
         layer = nn.LayerNorm(normalized[0], elementwise_affine=weight)
         agree(lambda step, t: MODULES[nn.LayerNorm](step, layer, t), layer, x)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes, st.integers(0, 5), st.booleans(), st.booleans())
+def test_group_norm(shape: tuple[int, ...], groups: int, affine: bool, wrong_width: bool) -> None:
+    x = torch.randn(shape)
+    channels = (shape[1] if len(shape) >= 2 else 1) + int(wrong_width)
+    w, b = (torch.ones(channels), torch.zeros(channels)) if affine else (None, None)
+    agree(FUNCTIONS[F.group_norm], F.group_norm, x, groups, w, b)
+    if groups >= 1:
+        layer = nn.GroupNorm(groups, channels, affine=affine) if channels % groups == 0 else None
+        if layer is not None:
+            agree(lambda step, t: MODULES[nn.GroupNorm](step, layer, t), layer, x)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, shapes)
+def test_reshape_as(shape: tuple[int, ...], other: tuple[int, ...]) -> None:
+    agree(METHODS["reshape_as"], lambda t, o: t.reshape_as(o), torch.zeros(shape), torch.zeros(other))
 
 
 @settings(max_examples=60, deadline=None)

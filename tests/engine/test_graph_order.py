@@ -123,6 +123,21 @@ class Attention(nn.Module):
         return self.head(F.layer_norm(x, (width,))[:, 0])
 
 
+class GroupNormed(nn.Module):
+    """Group norm as a layer and as a function, and ``reshape_as``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.GroupNorm(2, 8)
+        self.gamma = nn.Parameter(torch.ones(8))
+        self.head = nn.Linear(8 * 4 * 4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.group_norm(self.norm(self.conv(x)), 4, self.gamma)
+        return self.head(torch.flatten(h, 1).reshape_as(torch.flatten(h, 1)))
+
+
 SUPPORTED = [
     pytest.param(lambda: SmallNet(), (torch.randn(2, 3, 16, 16),), id="small-net"),
     pytest.param(lambda: Shared(), (torch.randn(2, 4),), id="shared-layer"),
@@ -136,6 +151,7 @@ SUPPORTED = [
     pytest.param(lambda: timm.create_model("convnext_atto", num_classes=10), (torch.randn(2, 3, 32, 32),),
                  id="convnext"),
     pytest.param(lambda: Attention(), (torch.randn(2, 5, 8),), id="attention-layout"),
+    pytest.param(lambda: GroupNormed(), (torch.randn(2, 3, 4, 4),), id="group-norm"),
 ]
 
 
