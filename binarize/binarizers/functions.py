@@ -175,7 +175,7 @@ def approx_sign_gradient(
     """
     if signs is None:
         derivative = x.abs()
-        torch.sub(derivative.new_full((), 2.0), derivative, alpha=2.0, out=derivative)  # 2 - 2|x|
+        torch.sub(scalar_like(2.0, derivative), derivative, alpha=2.0, out=derivative)  # 2 - 2|x|
     else:
         derivative = torch.addcmul(scalar_like(2.0, signs), x, signs, value=-2.0, out=signs)  # 2 - 2 x sign(x)
     return derivative.clamp_min_(0.0).mul_(grad)

@@ -42,6 +42,16 @@ def require(condition: bool) -> None:
         raise Unsupported
 
 
+def _is_int(value: Any) -> bool:
+    """Whether ``value`` is a Python int (not a bool), as torch's integer arguments must be."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """Whether ``value`` is a Python int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True, eq=False)
 class Value:
     """What the recorded forward pass would hold for one tensor.
@@ -142,7 +152,7 @@ def _tensor(value: Any) -> Value:
 
 def _dim(dim: Any, ndim: int) -> int:
     """``dim`` wrapped into ``range(ndim)`` (a 0-d tensor accepts -1 and 0)."""
-    require(isinstance(dim, int) and not isinstance(dim, bool))
+    require(_is_int(dim))
     size = max(ndim, 1)
     require(-size <= dim < size)
     return dim % size
@@ -162,7 +172,7 @@ def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
 def _pair(value: Any) -> tuple[int, ...]:
     """A 2-d window argument (an int or a pair of ints) as a pair."""
     pair = (value, value) if isinstance(value, int) else tuple(value)
-    require(len(pair) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in pair))
+    require(len(pair) == 2 and all(_is_int(v) for v in pair))
     return pair
 
 
@@ -306,7 +316,7 @@ def _flatten_module(step: Step, m: nn.Module, input: Any) -> Value:  # noqa: A00
 def _normalized_shape(value: Any) -> tuple[int, ...]:
     """A layer norm's ``normalized_shape`` (an int or a sequence of positive ints) as a tuple."""
     shape = (value,) if isinstance(value, int) else tuple(value)
-    require(len(shape) >= 1 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape))
+    require(len(shape) >= 1 and all(_is_int(n) and n >= 1 for n in shape))
     return shape
 
 
@@ -326,7 +336,7 @@ def _layer_norm(step: Step, m: nn.Module, input: Any) -> Value:  # noqa: A002
 
 def _group_norm_shape(x: Value, groups: Any, *affine: Any) -> None:
     """Check a group norm of ``x`` (``(N, C, ...)``) in ``groups`` groups with its affine tensors, as torch does."""
-    require(isinstance(groups, int) and not isinstance(groups, bool) and groups >= 1)
+    require(_is_int(groups) and groups >= 1)
     require(len(x.shape) >= 2 and all(n >= 1 for n in x.shape) and x.shape[1] % groups == 0)
     # F.group_norm refuses a single value per group: (N * C / groups) * spatial size must exceed 1
     require(x.shape[0] * x.shape[1] // groups * math.prod(x.shape[2:]) > 1)
@@ -409,8 +419,7 @@ def _indexed_shape(shape: tuple[int, ...], index: Any) -> tuple[int, ...]:
     """The shape of ``x[index]`` for basic indexing (ints, slices with a positive step, ``None``, one ``...``);
     anything else (tensors, lists: advanced indexing) is refused."""
     items = list(index) if isinstance(index, tuple) else [index]
-    require(all(item is None or item is Ellipsis or isinstance(item, slice)
-                or (isinstance(item, int) and not isinstance(item, bool)) for item in items))
+    require(all(item is None or item is Ellipsis or isinstance(item, slice) or _is_int(item) for item in items))
     require(sum(item is Ellipsis for item in items) <= 1)
     consuming = sum(item is not None and item is not Ellipsis for item in items)
     require(consuming <= len(shape))
@@ -428,8 +437,7 @@ def _indexed_shape(shape: tuple[int, ...], index: Any) -> tuple[int, ...]:
         if isinstance(item, int):
             require(-size <= item < size)
             continue
-        require(all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in
-                    (item.start, item.stop, item.step)))
+        require(all(v is None or _is_int(v) for v in (item.start, item.stop, item.step)))
         require(item.step is None or item.step >= 1)
         out.append(len(range(*item.indices(size))))
     return tuple(out)
@@ -539,7 +547,7 @@ def _sizes(sizes: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def _ints(values: Sequence[Any]) -> list[int]:
     """``values``, which must be ints (not bools)."""
-    require(all(isinstance(v, int) and not isinstance(v, bool) for v in values))
+    require(all(_is_int(v) for v in values))
     return list(values)
 
 
@@ -611,7 +619,7 @@ def _layer_norm_function(
     """``F.layer_norm`` (timm's LayerNorm and LayerNorm2d)."""
     x = _tensor(input)
     affine = [_tensor(t) for t in (weight, bias) if t is not None]
-    require(isinstance(eps, (int, float)) and not isinstance(eps, bool))
+    require(_is_number(eps))
     _layer_norm_shape(x, _normalized_shape(normalized_shape), *affine)
     return step.new(x.shape, x, [x, *affine])
 
@@ -622,7 +630,7 @@ def _group_norm_function(
     """``F.group_norm``."""
     x = _tensor(input)
     affine = [_tensor(t) for t in (weight, bias) if t is not None]
-    require(isinstance(eps, (int, float)) and not isinstance(eps, bool))
+    require(_is_number(eps))
     _group_norm_shape(x, num_groups, *affine)
     return step.new(x.shape, x, [x, *affine])
 
@@ -640,7 +648,7 @@ def _attention(
     head counts, without mask, dropout or grouped heads."""
     q, k, v = _tensor(query), _tensor(key), _tensor(value)
     require(attn_mask is None and dropout_p == 0.0 and is_causal is False and enable_gqa is False)
-    require(scale is None or (isinstance(scale, float) and not isinstance(scale, bool)))
+    require(scale is None or isinstance(scale, float))
     require(all(len(t.shape) == 4 and all(n >= 1 for n in t.shape) for t in (q, k, v)))
     require(q.shape[:2] == k.shape[:2] == v.shape[:2] and q.shape[3] == k.shape[3] and k.shape[2] == v.shape[2])
     _same_kind(q, k, v)

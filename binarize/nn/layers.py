@@ -407,9 +407,14 @@ def _materialize(module: nn.Module, device: torch.device) -> None:
     for table in (module._parameters, module._buffers):
         for name, tensor in table.items():
             if tensor is not None and tensor.is_meta:
-                storage = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device=device)
-                table[name] = nn.Parameter(storage, tensor.requires_grad) if isinstance(tensor, nn.Parameter) \
-                    else storage
+                table[name] = _allocated(tensor, device)
+
+
+def _allocated(template: Tensor, device: torch.device) -> Tensor:
+    """Uninitialised storage on ``device`` with ``template``'s shape, strides and dtype; a parameter (with
+    ``template``'s ``requires_grad``) if ``template`` is one."""
+    storage = torch.empty_strided(template.shape, template.stride(), dtype=template.dtype, device=device)
+    return nn.Parameter(storage, template.requires_grad) if isinstance(template, nn.Parameter) else storage
 
 
 def _take_or_copy(new: nn.Module, name: str, old: Tensor, device: torch.device) -> None:
@@ -420,10 +425,10 @@ def _take_or_copy(new: nn.Module, name: str, old: Tensor, device: torch.device) 
     if may_take_over(old, fresh, device):
         setattr(new, name, old)
         return
-    storage = torch.empty_strided(fresh.shape, fresh.stride(), dtype=fresh.dtype, device=device)
+    duplicate = _allocated(fresh, device)
     with torch.no_grad():
-        storage.copy_(old)
-    setattr(new, name, nn.Parameter(storage, requires_grad=old.requires_grad))
+        duplicate.copy_(old)
+    setattr(new, name, duplicate.requires_grad_(old.requires_grad))
 
 
 def _activation_name(module: nn.Module) -> str:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import threading
+from typing import Any
 
 import pytest
 import timm
 import torch
 from torch import nn
 
+import binarize.api as api
 from binarize.api import binarize, plan
 from binarize.engine import HANDLERS, Outcome, Report
 from binarize.errors import BinarizeError, RecipeError
@@ -285,3 +288,32 @@ def test_layers_that_never_run_are_left_alone_and_reported() -> None:
     # Without a recorded forward pass nothing is known: the layer is converted and marked unknown.
     unknown = binarize(model, "identity").binarize_report
     assert {r["executed"] for r in unknown.replaced} == {None}
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_binarize_pauses_the_garbage_collector_and_restores_it(enabled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+    real_plan = api.make_plan
+
+    def recording_plan(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.isenabled())
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(api, "make_plan", recording_plan)
+    was = gc.isenabled()
+    _collector_on(enabled)
+    try:
+        binarize(nn.Sequential(nn.Linear(2, 2)), "identity")
+        assert seen == [False] and gc.isenabled() is enabled
+        with pytest.raises(TypeError):
+            binarize("not a model", "identity")  # type: ignore[arg-type]
+        assert gc.isenabled() is enabled
+    finally:
+        _collector_on(was)
+
+
+def _collector_on(on: bool) -> None:
+    if on:
+        gc.enable()
+    else:
+        gc.disable()

@@ -145,10 +145,9 @@ def test_group_norm(shape: tuple[int, ...], groups: int, affine: bool, wrong_wid
     channels = (shape[1] if len(shape) >= 2 else 1) + int(wrong_width)
     w, b = (torch.ones(channels), torch.zeros(channels)) if affine else (None, None)
     agree(FUNCTIONS[F.group_norm], F.group_norm, x, groups, w, b)
-    if groups >= 1:
-        layer = nn.GroupNorm(groups, channels, affine=affine) if channels % groups == 0 else None
-        if layer is not None:
-            agree(lambda step, t: MODULES[nn.GroupNorm](step, layer, t), layer, x)
+    if groups >= 1 and channels % groups == 0:  # the layer's own constructor refuses the rest
+        layer = nn.GroupNorm(groups, channels, affine=affine)
+        agree(lambda step, t: MODULES[nn.GroupNorm](step, layer, t), layer, x)
 
 
 @settings(max_examples=40, deadline=None)
@@ -180,20 +179,31 @@ def test_arithmetic_methods_broadcast_and_refuse_extra_arguments() -> None:
 
 
 class Unpacks(nn.Module):
+    """Unpacks a traced shape twice; notes which ``dis`` torch.fx sees while tracing."""
+
     def __init__(self) -> None:
         super().__init__()
         self.fc = nn.Linear(4, 4)
+        self.seen: list[Any] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, width = x.shape
-        return self.fc(x).reshape(batch * length, width)
+        self.seen.append(torch.fx.proxy.dis)
+        rows, columns, _ = x.shape
+        return self.fc(x).reshape(batch * length, width + rows - columns)
 
 
-def test_tracing_disassembles_through_a_stand_in_and_restores_dis() -> None:
-    graph = PathTracer().trace(Unpacks())
+def test_tracing_disassembles_each_function_once_and_restores_dis() -> None:
+    model = Unpacks()
+    graph = PathTracer().trace(model)
+    (stand_in,) = model.seen
+    assert stand_in is not dis
+    code = Unpacks.forward.__code__
+    assert stand_in.get_instructions(code) is stand_in.get_instructions(code)  # memoized
+    assert list(stand_in.get_instructions(code)) == list(dis.get_instructions(code))
     assert torch.fx.proxy.dis is dis
     getitems = [n for n in graph.nodes if n.op == "call_function" and n.target is operator.getitem]
-    assert len(getitems) == 3  # the unpacking's three targets
+    assert len(getitems) == 6  # the two unpackings' three targets each
     with pytest.raises(RuntimeError):
         PathTracer().trace(nn.Sequential(nn.Linear(2, 2), Fails()))
     assert torch.fx.proxy.dis is dis
