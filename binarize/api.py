@@ -47,7 +47,10 @@ def binarize(
         inplace: convert ``model`` itself instead of a deep copy.
         example_inputs: inputs for one forward pass (a tensor, a tuple of positional inputs or a mapping of keyword
             inputs) that records the execution order of layers, for recipes that select ``first`` / ``last``.
-            Without them the order is inferred (see :mod:`binarize.engine.order`).
+            Without them the order is inferred (see :mod:`binarize.engine.order`). For recipes with graph rules
+            they also let tracing carry shapes, so that code reading shapes (asserts, ``len(x.shape)``, shape
+            unpacking, branches on sizes) is traced through (see :mod:`binarize.engine.shape_tracing`); ``verify``
+            inputs serve when these are not given.
         structure_only: apply the recipe's graph rules only: every replacement stays in full precision and no
             layer rule runs. For function-preserving graph rules the result computes what the model computed.
         verify: example inputs (as for ``example_inputs``) run through the model before and after conversion, in
@@ -82,7 +85,7 @@ def _convert(
     timestep_argument(model, resolved)  # a wrong timestep input is an error before anything changes
     reference = run_model(model, verify) if verify is not None else None
     target = model if inplace else _deep_copy(model)
-    graph = apply_graph_rules(target, resolved)
+    graph = apply_graph_rules(target, resolved, example_inputs if example_inputs is not None else verify)
     target = graph.model
     if structure_only:
         report = Report(recipe=resolved.name, recipe_hash=resolved.hash)
@@ -131,7 +134,7 @@ def plan(model: nn.Module, recipe: RecipeSpec, *, example_inputs: Any = None) ->
     resolved = load_recipe(recipe)
     with collector_paused():
         if resolved.graph_rules:  # plan the network the layer rules will see: the graph rules' result, on a copy
-            model = apply_graph_rules(_deep_copy(model), resolved).model
+            model = apply_graph_rules(_deep_copy(model), resolved, example_inputs).model
         return make_plan(model, resolved, example_inputs=example_inputs)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from torch import fx, nn
 from binarize.engine.graph_factories import GRAPH_FACTORIES
 from binarize.engine.patterns import Match, find_matches
 from binarize.engine.swap import set_submodule
+from binarize.engine.shape_tracing import ModuleInputs, record_module_inputs
 from binarize.engine.tracing import trace_partially
 from binarize.errors import RecipeError, UnsupportedLayerError
 
@@ -60,8 +62,15 @@ def _within(pattern: str | None, path: str) -> bool:
     return fnmatch.fnmatchcase(path, pattern)
 
 
-def apply_graph_rules(model: nn.Module, recipe: Any) -> GraphOutcome:
+def apply_graph_rules(model: nn.Module, recipe: Any, example_inputs: Any = None) -> GraphOutcome:
     """Apply ``recipe.graph_rules`` to ``model`` (changed in place; see the module docstring).
+
+    Args:
+        model: the model.
+        recipe: a loaded recipe.
+        example_inputs: inputs of one forward pass (as for :func:`binarize.binarize`). With them tracing carries
+            shapes, so code that reads shapes (asserts, ``len(x.shape)``, shape unpacking, branches on sizes) is
+            traced through, and every module can be traced as it is called.
 
     Raises:
         RecipeError: a non-optional graph rule matches nothing.
@@ -69,7 +78,8 @@ def apply_graph_rules(model: nn.Module, recipe: Any) -> GraphOutcome:
     rules = recipe.graph_rules
     if not rules:
         return GraphOutcome(model)
-    traced = trace_partially(model)
+    inputs = record_module_inputs(model, example_inputs) if example_inputs is not None else None
+    traced = trace_partially(model, inputs=inputs)
     outcome = GraphOutcome(model, untraced=list(traced.untraced))
     patterns = [(i, rule.pattern) for i, rule in enumerate(rules)]
 
@@ -106,32 +116,43 @@ def apply_graph_rules(model: nn.Module, recipe: Any) -> GraphOutcome:
     # Code rewrites: each owning module is traced on its own and rewritten, innermost first, so the rest of the
     # model (its class, its other methods) stays as it was.
     for owner in sorted(by_owner, key=lambda path: -len(path.split(".")) if path else 0):
-        _rewrite_owner(outcome, rules, patterns, accept, owner, by_owner[owner])
+        _rewrite_owner(outcome, rules, patterns, accept, owner, by_owner[owner], inputs)
     outcome.replaced.sort(key=lambda r: r["name"])
     return outcome
 
 
 def _rewrite_owner(
-    outcome: GraphOutcome, rules: Any, patterns: Any, accept: Any, owner: str, found: list[Match]
+    outcome: GraphOutcome,
+    rules: Any,
+    patterns: Any,
+    accept: Any,
+    owner: str,
+    found: list[Match],
+    inputs: ModuleInputs | None,
 ) -> None:
     module = outcome.model if owner == "" else outcome.model.get_submodule(owner)
     # Children that no match reaches into stay opaque calls, so the rewritten owner keeps them as they are
     # (their classes and methods) instead of inlining their forward code.
     inside = {_child_of(owner, str(n.meta.get("caller_path", ""))) for m in found for n in m.nodes}
     opaque = [child for name, child in module.named_children() if name not in inside]
-    local = trace_partially(module, owner, opaque=opaque)
+    local = trace_partially(module, owner, opaque=opaque, inputs=inputs)
     region = local.regions[0] if local.regions and local.regions[0].path == owner else None
     if region is None:
         reason = local.untraced[0]["reason"] if local.untraced else "no graph"
-        outcome.skipped.append(
-            {"name": owner or "<root>", "type": type(module).__name__,
-             "reason": f"{len(found)} graph-rule match(es) need this module's forward rewritten, but it cannot be "
-                       f"traced on its own ({reason})"}
-        )
+        for match in found:
+            outcome.skipped.append(
+                _lost(match, rules, f"the match needs {owner or 'the model'}'s forward rewritten, but it cannot be "
+                                    f"traced on its own ({reason})")
+            )
         return
     matches = [
         m for m in find_matches(region.graph_module, patterns, accept) if not m.is_single_call and m.owner == owner
     ]
+    for match in _missing(found, matches):
+        outcome.skipped.append(
+            _lost(match, rules, f"found in the model's trace, but not when {owner or 'the model'} was traced on its "
+                                f"own to rewrite it (its forward takes another path there)")
+        )
     items = [(match, new) for match in matches if (new := _build(match, rules, outcome)) is not None]
     if not items:
         return
@@ -142,7 +163,34 @@ def _rewrite_owner(
     graph_module.delete_all_unused_submodules()
     outcome.model = _swap(outcome.model, owner, graph_module)
     for (match, new), name in zip(items, names):
-        _record(outcome, rules, match, new, name)
+        _record(outcome, rules, match, new, name, region.decisions)
+
+
+def _signature(match: Match) -> tuple[Any, ...]:
+    """What identifies a match across two traces of the same code: its rule and each step's kind and place."""
+    return (
+        match.rule_index,
+        tuple((n.op, p, "" if n.op == "call_module" else getattr(n.target, "__name__", str(n.target)))
+              for n, p in zip(match.nodes, match.paths)),
+    )
+
+
+def _missing(expected: list[Match], found: list[Match]) -> list[Match]:
+    """The matches of ``expected`` with no counterpart in ``found`` (compared by :func:`_signature`)."""
+    left = Counter(_signature(m) for m in found)
+    missing = []
+    for match in expected:
+        key = _signature(match)
+        if left[key]:
+            left[key] -= 1
+        else:
+            missing.append(match)
+    return missing
+
+
+def _lost(match: Match, rules: Any, why: str) -> dict[str, str]:
+    """A report entry for a match that was found and then not applied."""
+    return {"name": _label(match), "type": _types(match), "reason": f"{rules[match.rule_index].describe(match.rule_index)}: {why}"}
 
 
 _FUNCTIONAL_LAYERS = ("F.conv1d", "F.conv2d", "F.linear")
@@ -189,19 +237,27 @@ def _build(match: Match, rules: Any, outcome: GraphOutcome) -> nn.Module | None:
         return None
 
 
-def _record(outcome: GraphOutcome, rules: Any, match: Match, new: nn.Module, name: str | None = None) -> None:
+def _record(
+    outcome: GraphOutcome,
+    rules: Any,
+    match: Match,
+    new: nn.Module,
+    name: str | None = None,
+    specialised_on: list[str] | None = None,
+) -> None:
     rule = rules[match.rule_index]
-    outcome.replaced.append(
-        {
-            "name": _label(match) if name is None else name,
-            "rule": rule.describe(match.rule_index),
-            "pattern": " -> ".join(step.describe() for step in rule.pattern),
-            "nodes": [n.name for n in match.nodes],
-            "old_types": _types(match),
-            "new_type": type(new).__name__,
-            "function_preserving": GRAPH_FACTORIES.get(rule.replace).function_preserving,
-        }
-    )
+    entry = {
+        "name": _label(match) if name is None else name,
+        "rule": rule.describe(match.rule_index),
+        "pattern": " -> ".join(step.describe() for step in rule.pattern),
+        "nodes": [n.name for n in match.nodes],
+        "old_types": _types(match),
+        "new_type": type(new).__name__,
+        "function_preserving": GRAPH_FACTORIES.get(rule.replace).function_preserving,
+    }
+    if specialised_on:
+        entry["specialised_on"] = list(specialised_on)
+    outcome.replaced.append(entry)
 
 
 def _swap(root: nn.Module, path: str, new: nn.Module) -> nn.Module:

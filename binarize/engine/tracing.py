@@ -25,13 +25,16 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch.fx.proxy
 from torch import fx, nn
 
 from binarize._registry import Registry
 from binarize.nn.timestep import group_index
+
+if TYPE_CHECKING:
+    from binarize.engine.shape_tracing import ModuleInputs
 
 __all__ = ["LEAF_MODULES", "TraceResult", "TracedRegion", "graph_module_of", "register_leaf", "trace_partially"]
 
@@ -175,11 +178,14 @@ class TracedRegion:
         module: the module.
         graph_module: its traced graph (submodules are shared with the model, not copied). Node metadata
             ``module_path`` is relative to the model, not to the region.
+        decisions: what Python decided on traced values while tracing with example inputs (the graph is
+            specialised to them there; see :mod:`binarize.engine.shape_tracing`), e.g. ``"x.shape[0] >= 64 -> False"``.
     """
 
     path: str
     module: nn.Module
     graph_module: fx.GraphModule
+    decisions: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -202,12 +208,21 @@ class TraceResult:
                 yield region, node
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, inputs: ModuleInputs | None) -> str:
     message = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {message[:300]}"
+    reason = f"{type(exc).__name__}: {message[:300]}"
+    if inputs is None and any(text in message for text in _SHAPE_QUESTIONS):
+        reason += " (traced without example inputs: pass example_inputs so that code reading shapes can be traced)"
+    return reason
 
 
-def trace_partially(model: nn.Module, path: str = "", *, opaque: Iterable[nn.Module] = ()) -> TraceResult:
+#: What torch.fx says when Python asks a proxy for a value, which example inputs let the tracer answer.
+_SHAPE_QUESTIONS = ("cannot be used as inputs to control flow", "'len' is not supported", "cannot be iterated")
+
+
+def trace_partially(
+    model: nn.Module, path: str = "", *, opaque: Iterable[nn.Module] = (), inputs: ModuleInputs | None = None
+) -> TraceResult:
     """Trace ``model`` with torch.fx as far as possible (see the module docstring).
 
     Never raises for an untraceable model: what cannot be traced is listed in ``untraced``.
@@ -216,6 +231,10 @@ def trace_partially(model: nn.Module, path: str = "", *, opaque: Iterable[nn.Mod
         model: the module to trace.
         path: its path inside a larger model (used in node metadata and reports).
         opaque: submodules to keep as leaves from the start (not traced through, not reported as untraced).
+        inputs: each module's call arguments on example inputs
+            (:func:`~binarize.engine.shape_tracing.record_module_inputs`). With them a module is traced as it was
+            called, carrying shapes (:class:`~binarize.engine.shape_tracing.ShapeTracer`), so code that reads
+            shapes traces; without them, plain symbolic tracing.
 
     Examples:
         >>> class Gate(nn.Module):
@@ -229,57 +248,78 @@ def trace_partially(model: nn.Module, path: str = "", *, opaque: Iterable[nn.Mod
         ('1', 'TraceError')
     """
     result = TraceResult()
-    _trace_into(model, path, result, frozenset(id(m) for m in opaque))
+    _trace_into(model, path, result, inputs, frozenset(id(m) for m in opaque))
     return result
 
 
-def _trace_into(module: nn.Module, path: str, result: TraceResult, opaque: frozenset[int] = frozenset()) -> None:
+def _trace_once(module: nn.Module, path: str, leaves: frozenset[int], inputs: ModuleInputs | None) -> PathTracer:
+    """A tracer that traced ``module`` (its graph in ``tracer.graph``), or raised: with values where the module's
+    call arguments are known, plain otherwise."""
+    from binarize.engine.shape_tracing import ShapeTracer
+
+    call = inputs.of(module) if inputs is not None else None
+    tracer: PathTracer = ShapeTracer(inputs.mode, leaves) if call is not None else PathTracer(leaves)  # type: ignore[union-attr]
+    tracer._root_path = path
+    tracer.failed_in = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if call is not None:
+                tracer.trace_call(module, *call)  # type: ignore[attr-defined]
+            else:
+                tracer.trace(module)
+        except Exception as exc:
+            exc.tracer = tracer  # type: ignore[attr-defined]
+            raise
+    return tracer
+
+
+def _trace_into(
+    module: nn.Module, path: str, result: TraceResult, inputs: ModuleInputs | None, opaque: frozenset[int] = frozenset()
+) -> None:
     leaves: dict[int, str] = {}
     reasons: dict[str, str] = {}
     by_path = dict(module.named_modules())
     while True:
-        tracer = PathTracer(frozenset(leaves) | opaque)
-        tracer._root_path = path
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                graph = tracer.trace(module)
+            tracer = _trace_once(module, path, frozenset(leaves) | opaque, inputs)
+            graph = tracer.graph
         except Exception as exc:  # noqa: BLE001 - any tracing failure makes the failing module a leaf
-            failed = tracer.failed_in
+            failed = exc.tracer.failed_in  # type: ignore[attr-defined]
             if failed is None or failed == "" or failed not in by_path or id(by_path[failed]) in leaves:
-                _untraceable(module, path, _reason(exc), result)
+                _untraceable(module, path, _reason(exc, inputs), result, inputs)
                 return
-            reasons[failed] = _reason(exc)
+            reasons[failed] = _reason(exc, inputs)
             culprit_class = type(by_path[failed])
             for sub_path, sub in by_path.items():
                 if type(sub) is culprit_class and id(sub) not in leaves and sub is not module:
                     leaves[id(sub)] = sub_path
             continue
         graph_module = graph_module_of(tracer.root, graph, type(module).__name__)
-        result.regions.append(TracedRegion(path, module, graph_module))
+        result.regions.append(TracedRegion(path, module, graph_module, list(getattr(tracer, "decisions", []))))
         failed_by_class = {type(by_path[p]): p for p in reasons}
         for sub_path in sorted(set(leaves.values()), key=list(by_path).index):
             sub = by_path[sub_path]
             origin = failed_by_class[type(sub)]
             reason = reasons.get(sub_path) or f"{reasons[origin]} (same class as {_join(path, origin)})"
             result.untraced.append({"name": _join(path, sub_path), "type": type(sub).__name__, "reason": reason})
-            _trace_children(sub, _join(path, sub_path), result)
+            _trace_children(sub, _join(path, sub_path), result, inputs)
         return
 
 
-def _untraceable(module: nn.Module, path: str, reason: str, result: TraceResult) -> None:
+def _untraceable(module: nn.Module, path: str, reason: str, result: TraceResult, inputs: ModuleInputs | None) -> None:
     """``module``'s own forward cannot be traced: record it, then trace each child on its own."""
     result.untraced.append({"name": path, "type": type(module).__name__, "reason": reason})
-    _trace_children(module, path, result)
+    _trace_children(module, path, result, inputs)
 
 
-def _trace_children(module: nn.Module, path: str, result: TraceResult) -> None:
+def _trace_children(module: nn.Module, path: str, result: TraceResult, inputs: ModuleInputs | None) -> None:
     for name, child in module.named_children():
         child_path = _join(path, name)
         if isinstance(child, (nn.ModuleList, nn.ModuleDict)):  # containers without a forward of their own
-            _trace_children(child, child_path, result)
+            _trace_children(child, child_path, result, inputs)
         elif not _is_opaque(child):
-            _trace_into(child, child_path, result)
+            _trace_into(child, child_path, result, inputs)
 
 
 def _is_opaque(module: nn.Module) -> bool:
