@@ -146,3 +146,22 @@ def _is_parameter(match: Match, node: fx.Node) -> bool:
     except AttributeError:
         return False
     return True
+
+
+@register_graph_factory(
+    "leave",
+    function_preserving=True,
+    description="nothing: the match stays as it is, and the report lists it as skipped with the rule's `reason`",
+)
+def leave(match: Match, reason: str = "", **args: Any) -> nn.Module:
+    """Refuse every match, so that a recipe can name structures it deliberately leaves alone.
+
+    The report lists each occurrence as skipped with ``reason`` (e.g. why average-pool downsampling has no exact
+    rewrite), instead of the structure passing unmentioned.
+
+    Raises:
+        UnsupportedLayerError: always, with ``reason``.
+    """
+    if args:
+        raise UnsupportedLayerError(f"leave takes only `reason`, got {sorted(args)}")
+    raise UnsupportedLayerError(reason or "left as it is by the recipe")

@@ -82,17 +82,18 @@ def apply_graph_rules(model: nn.Module, recipe: Any, example_inputs: Any = None)
     traced = trace_partially(model, inputs=inputs)
     outcome = GraphOutcome(model, untraced=list(traced.untraced))
     patterns = [(i, rule.pattern) for i, rule in enumerate(rules)]
+    contexts = {i: rule.context for i, rule in enumerate(rules) if rule.context}
 
     def accept(match: Match) -> bool:
-        return _within(rules[match.rule_index].within, match.paths[0])
+        return _within(rules[match.rule_index].within, match.paths[match.context])
 
     single: list[Match] = []
     by_owner: dict[str, list[Match]] = {}
     matched: set[int] = set()
     claimed: set[fx.Node] = set()
     for region in traced.regions:
-        for match in find_matches(region.graph_module, patterns, accept):
-            claimed.update(match.nodes)
+        for match in find_matches(region.graph_module, patterns, accept, contexts):
+            claimed.update(match.replaced)
             matched.add(match.rule_index)
             if match.is_single_call:
                 single.append(match)
@@ -111,12 +112,12 @@ def apply_graph_rules(model: nn.Module, recipe: Any, example_inputs: Any = None)
     # One-call matches: build every replacement first, then swap them in on the module tree.
     built = [(match, new) for match in single if (new := _build(match, rules, outcome)) is not None]
     for match, new in built:
-        outcome.model = _swap(outcome.model, match.paths[0], new)
+        outcome.model = _swap(outcome.model, match.paths[match.context], new)
         _record(outcome, rules, match, new)
     # Code rewrites: each owning module is traced on its own and rewritten, innermost first, so the rest of the
     # model (its class, its other methods) stays as it was.
     for owner in sorted(by_owner, key=lambda path: -len(path.split(".")) if path else 0):
-        _rewrite_owner(outcome, rules, patterns, accept, owner, by_owner[owner], inputs)
+        _rewrite_owner(outcome, rules, (patterns, contexts), accept, owner, by_owner[owner], inputs)
     outcome.replaced.sort(key=lambda r: r["name"])
     return outcome
 
@@ -134,6 +135,7 @@ def _rewrite_owner(
     # Children that no match reaches into stay opaque calls, so the rewritten owner keeps them as they are
     # (their classes and methods) instead of inlining their forward code.
     inside = {_child_of(owner, str(n.meta.get("caller_path", ""))) for m in found for n in m.nodes}
+    patterns, contexts = patterns
     opaque = [child for name, child in module.named_children() if name not in inside]
     local = trace_partially(module, owner, opaque=opaque, inputs=inputs)
     region = local.regions[0] if local.regions and local.regions[0].path == owner else None
@@ -146,7 +148,8 @@ def _rewrite_owner(
             )
         return
     matches = [
-        m for m in find_matches(region.graph_module, patterns, accept) if not m.is_single_call and m.owner == owner
+        m for m in find_matches(region.graph_module, patterns, accept, contexts)
+        if not m.is_single_call and m.owner == owner
     ]
     for match in _missing(found, matches):
         outcome.skipped.append(
@@ -268,7 +271,8 @@ def _swap(root: nn.Module, path: str, new: nn.Module) -> nn.Module:
 
 
 def _label(match: Match) -> str:
-    return next((p for p, n in zip(match.paths, match.nodes) if n.op == "call_module"), match.paths[0])
+    paths, nodes = match.paths[match.context :], match.replaced
+    return next((p for p, n in zip(paths, nodes) if n.op == "call_module"), paths[0])
 
 
 def _types(match: Match) -> str:
@@ -291,25 +295,26 @@ def _rewrite(graph_module: fx.GraphModule, match: Match, new: nn.Module) -> str:
     ``graph_module``.
     """
     graph = graph_module.graph
-    module_nodes = [n for n in match.nodes if n.op == "call_module"]
-    attrs = [a for n in match.nodes for a in n.all_input_nodes if a.op == "get_attr"]
+    replaced = match.replaced
+    module_nodes = [n for n in replaced if n.op == "call_module"]
+    attrs = [a for n in replaced for a in n.all_input_nodes if a.op == "get_attr"]
     if module_nodes:
         target = str(module_nodes[0].target)
     else:
-        base = re.sub(r"\W", "_", str(attrs[0].target) if attrs else match.nodes[-1].name) + "_layer"
+        base = re.sub(r"\W", "_", str(attrs[0].target) if attrs else replaced[-1].name) + "_layer"
         target, k = base, 0
         while hasattr(graph_module, target):
             k += 1
             target = f"{base}_{k}"
     graph_module.add_submodule(target, new)
     inputs = match.inputs()
-    last = match.nodes[-1]
+    last = replaced[-1]
     with graph.inserting_after(last):
         call = graph.call_module(target, tuple(inputs))
     call.meta["module_path"] = _label(match)
     call.meta["caller_path"] = match.owner
     last.replace_all_uses_with(call)
-    for node in reversed(match.nodes):
+    for node in reversed(replaced):
         graph.erase_node(node)
     for attr in dict.fromkeys(attrs):
         if attr.users:

@@ -32,6 +32,8 @@ from binarize._registry import Registry
 
 __all__ = [
     "FUNCTIONS",
+    "THROUGH",
+    "ChannelwiseOps",
     "FunctionSpec",
     "Match",
     "PatternStep",
@@ -98,6 +100,64 @@ FUNCTIONS.register(
         (F.interpolate,),
         params=("input", "size", "scale_factor", "mode"),
         defaults={"size": None, "scale_factor": None, "mode": "nearest"},
+    ),
+)
+
+
+FUNCTIONS.register("avg_pool2d", FunctionSpec((F.avg_pool2d,), params=("input", "kernel_size", "stride")))
+
+
+@dataclass(frozen=True)
+class ChannelwiseOps:
+    """Operations that keep the channel layout of their first input: output channel ``c`` is computed from input
+    channel ``c`` (and its normalisation group), never from a moved channel.
+
+    Attributes:
+        modules: layer classes (exact classes; subclasses with their own ``forward`` are traced through).
+        functions: ``call_function`` targets.
+        methods: tensor method names.
+    """
+
+    modules: frozenset[type] = frozenset()
+    functions: frozenset[Callable[..., Any]] = frozenset()
+    methods: frozenset[str] = frozenset()
+    elementwise: frozenset[Callable[..., Any]] = frozenset()
+
+    def matches(self, node: fx.Node, modules: Mapping[str, nn.Module]) -> bool:
+        """Whether ``node`` is one of these operations, applied to a tensor as its first argument.
+
+        An ``elementwise`` binary operation (``x * sigmoid(x)``, ``x + 1``) counts when its other operand is a
+        number or one of these operations applied to the same first argument.
+        """
+        if not node.args or not isinstance(node.args[0], fx.Node):
+            return False
+        if node.op == "call_module":
+            return type(modules.get(str(node.target))) in self.modules
+        if node.op == "call_function" and node.target in self.elementwise and len(node.args) == 2:
+            first, other = node.args
+            return not isinstance(other, fx.Node) or (
+                other.args[:1] == (first,) and other.op != "call_module" and self.matches(other, modules)
+            )
+        if node.op == "call_function":
+            return node.target in self.functions
+        return node.op == "call_method" and node.target in self.methods
+
+
+#: Name of a pattern step -> operations it passes over (zero or more of them), e.g. ``channelwise``.
+THROUGH: Registry[ChannelwiseOps] = Registry("pass-through step")
+THROUGH.register(
+    "channelwise",
+    ChannelwiseOps(
+        modules=frozenset({
+            nn.GroupNorm, nn.BatchNorm2d, nn.InstanceNorm2d, nn.SiLU, nn.ReLU, nn.ReLU6, nn.GELU, nn.LeakyReLU,
+            nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.ELU, nn.Dropout, nn.Dropout2d, nn.Identity,
+        }),
+        functions=frozenset({
+            F.group_norm, F.batch_norm, F.instance_norm, F.silu, F.relu, F.relu6, F.gelu, F.leaky_relu, F.mish,
+            F.elu, F.hardswish, F.dropout, F.dropout2d, torch.sigmoid, torch.tanh, torch.relu,
+        }),
+        methods=frozenset({"float", "half", "bfloat16", "to", "type", "contiguous", "clone", "sigmoid", "relu"}),
+        elementwise=frozenset({operator.mul, operator.add, operator.sub, operator.truediv, torch.mul, torch.add}),
     ),
 )
 
@@ -202,8 +262,10 @@ class PatternStep:
     """One step of a pattern: a module class or a function, with constraints.
 
     Attributes:
-        kind: ``"module"`` or ``"function"``.
-        name: the class name (or dotted path) for modules, the :data:`FUNCTIONS` name for functions.
+        kind: ``"module"``, ``"function"`` or ``"through"`` (zero or more operations of a :data:`THROUGH` set,
+            such as ``channelwise``; only in a rule's context).
+        name: the class name (or dotted path) for modules, the :data:`FUNCTIONS` name for functions, the
+            :data:`THROUGH` name for pass-through steps.
         constraints: attribute (modules) or argument (functions) name -> required value or expression.
     """
 
@@ -218,6 +280,8 @@ class PatternStep:
 
     def matches(self, node: fx.Node, modules: Mapping[str, nn.Module]) -> bool:
         """Whether ``node`` is a call this step describes, with every constraint satisfied."""
+        if self.kind == "through":
+            return THROUGH.get(self.name).matches(node, modules)
         if self.kind == "module":
             if node.op != "call_module":
                 return False
@@ -262,6 +326,8 @@ class Match:
             made the call for function steps).
         graph_module: the traced module the match was found in (to read parameters that ``get_attr`` nodes
             name).
+        context: how many leading nodes are *context*: they located the match and stay as they are; only the
+            nodes after them are replaced.
     """
 
     rule_index: int
@@ -269,11 +335,17 @@ class Match:
     modules: list[nn.Module | None]
     paths: list[str]
     graph_module: fx.GraphModule | None = None
+    context: int = 0
+
+    @property
+    def replaced(self) -> list[fx.Node]:
+        """The nodes the replacement takes the place of (the match without its context)."""
+        return self.nodes[self.context :]
 
     @property
     def owner(self) -> str:
-        """The path of the innermost module whose forward contains every call of the match."""
-        callers = [str(n.meta.get("caller_path", "")).split(".") for n in self.nodes]
+        """The path of the innermost module whose forward contains every replaced call of the match."""
+        callers = [str(n.meta.get("caller_path", "")).split(".") for n in self.replaced]
         common: list[str] = []
         for parts in zip(*callers):
             if len(set(parts)) != 1:
@@ -284,13 +356,14 @@ class Match:
     @property
     def is_single_call(self) -> bool:
         """One module call: it can be swapped on the module tree, with no change to any forward code."""
-        return len(self.nodes) == 1 and self.nodes[0].op == "call_module"
+        return len(self.replaced) == 1 and self.replaced[0].op == "call_module"
 
     def inputs(self) -> list[fx.Node]:
-        """Values the chain consumes from outside it, in order of first use (parameters read by ``get_attr`` excluded)."""
-        inside = set(self.nodes)
+        """Values the replaced chain consumes from outside it, in order of first use (parameters read by
+        ``get_attr`` excluded)."""
+        inside = set(self.replaced)
         seen: list[fx.Node] = []
-        for node in self.nodes:
+        for node in self.replaced:
             for arg in _flat_nodes((node.args, node.kwargs)):
                 if arg not in inside and arg.op != "get_attr" and arg not in seen:
                     seen.append(arg)
@@ -307,36 +380,78 @@ def find_matches(
     graph_module: fx.GraphModule,
     patterns: Sequence[tuple[int, Sequence[PatternStep]]],
     accept: Callable[[Match], bool] | None = None,
+    contexts: Mapping[int, int] | None = None,
 ) -> list[Match]:
     """Non-overlapping matches of ``patterns`` (``(rule_index, steps)`` pairs) in ``graph_module``.
 
-    Longer patterns are tried first (ties keep the given order); within one pattern, nodes are visited in graph
-    order and a node already claimed by an earlier match is never reused. ``accept`` can veto a match (e.g. a path
-    filter), and the search then goes on.
+    Longer patterns are tried first (ties keep the given order), and patterns with a context (``contexts``: rule
+    index -> number of leading context steps) after all others; within one pattern, nodes are visited in graph
+    order and a node already claimed by an earlier match is never reused. Context nodes are not claimed (several
+    matches may share them), but must not be claimed by another match either. ``accept`` can veto a match (e.g. a
+    path filter), and the search then goes on.
     """
+    contexts = contexts or {}
     modules = dict(graph_module.named_modules())
-    ordered = sorted(enumerate(patterns), key=lambda item: (-len(item[1][1]), item[0]))
+    ordered = sorted(
+        enumerate(patterns), key=lambda item: (contexts.get(item[1][0], 0) > 0, -len(item[1][1]), item[0])
+    )
     claimed: set[fx.Node] = set()
     found: list[Match] = []
     for _, (rule_index, steps) in ordered:
+        context = contexts.get(rule_index, 0)
         for start in graph_module.graph.nodes:
-            chain = _chain_from(start, steps, modules, claimed)
-            if chain is None:
+            replaced = _chain_from(start, steps[context:], modules, claimed)
+            if replaced is None:
                 continue
-            match = Match(
-                rule_index,
-                chain,
-                [modules.get(str(n.target)) if n.op == "call_module" else None for n in chain],
-                [str(n.meta.get("module_path", "")) for n in chain],
-                graph_module,
-            )
-            if accept is not None and not accept(match):
-                continue
-            claimed.update(chain)
-            found.append(match)
+            for before in _context_before(replaced[0], steps[:context], modules, claimed) if context else [[]]:
+                chain = [*before, *replaced]
+                match = Match(
+                    rule_index,
+                    chain,
+                    [modules.get(str(n.target)) if n.op == "call_module" else None for n in chain],
+                    [str(n.meta.get("module_path", "")) for n in chain],
+                    graph_module,
+                    len(before),
+                )
+                if accept is not None and not accept(match):
+                    continue
+                claimed.update(replaced)
+                found.append(match)
+                break
     position = {n: i for i, n in enumerate(graph_module.graph.nodes)}
-    found.sort(key=lambda m: position[m.nodes[0]])
+    found.sort(key=lambda m: position[m.replaced[0]])
     return found
+
+
+def _context_before(
+    node: fx.Node, steps: Sequence[PatternStep], modules: Mapping[str, nn.Module], claimed: set[fx.Node]
+) -> list[list[fx.Node]]:
+    """Every way ``steps`` match the chain of first inputs that leads to ``node``, nearest candidates first.
+
+    Walking back from ``node`` through its first tensor argument, each step must match the node there (a
+    pass-through step matches zero or more), and no node may be claimed.
+    """
+    if not steps:
+        return [[]]
+    source = _first_input(node)
+    if source is None or source in claimed:
+        return []
+    *rest, step = steps
+    ways: list[list[fx.Node]] = []
+    if step.kind == "through":
+        if step.matches(source, modules):  # one more pass-through operation, then the same step again
+            ways.extend([*way, source] for way in _context_before(source, steps, modules, claimed))
+        ways.extend(_context_before(node, rest, modules, claimed))  # or none more
+        return ways
+    if step.matches(source, modules):
+        ways.extend([*way, source] for way in _context_before(source, rest, modules, claimed))
+    return ways
+
+
+def _first_input(node: fx.Node) -> fx.Node | None:
+    """The tensor a call transforms: its first argument, when that is a node."""
+    first = node.args[0] if node.args else None
+    return first if isinstance(first, fx.Node) else None
 
 
 def _chain_from(

@@ -20,6 +20,7 @@ iteration, unpacking               one proxy per element (``p[0]``, ``p[1]``, ..
 ``torch.is_tensor(p)``             real call takes
 ================================== =============================================================================
 
+Each node whose value is a tensor keeps its shape in ``node.meta["shape"]`` (so graph rules can check channel counts).
 The graph is therefore *specialised* to the example inputs wherever Python decided something (which branch ran,
 how many times a loop turned), exactly as ``torch.export`` specialises; values that only flow into operations (a
 ``view(b, c, -1)`` on unpacked sizes) stay symbolic. Every such decision is kept in
@@ -212,7 +213,11 @@ class ShapeTracer(PathTracer):
 
     def value_of(self, node: fx.Node) -> Any:
         """The value of ``node`` (:data:`UNKNOWN` when not known)."""
-        return self.values.get(node, UNKNOWN)
+        value = self.values.get(node, UNKNOWN)
+        if value is UNKNOWN and node.op == "get_attr" and node not in self.values:
+            # torch.fx makes get_attr nodes for parameters and tensor constants without a proxy
+            value = self.values[node] = self._compute(node)
+        return value
 
     def decide(self, proxy: ShapeProxy, text: str) -> None:
         """Note a decision Python made on a traced value."""
@@ -232,7 +237,9 @@ class ShapeTracer(PathTracer):
         proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
         node = proxy.node
         if node not in self.values:
-            self.values[node] = self._compute(node)
+            self.values[node] = value = self._compute(node)
+            if isinstance(value, torch.Tensor):
+                node.meta["shape"] = tuple(value.shape)
         return proxy
 
     def _compute(self, node: fx.Node) -> Any:

@@ -125,6 +125,20 @@ class PathTracer(fx.Tracer):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
+    def path_of_module(self, mod: nn.Module) -> str:
+        """As torch.fx's, and for a container made while the forward runs (``self.layers[1:]``, a slice of an
+        ``nn.Sequential``), the path of the installed module that holds all its children."""
+        try:
+            return super().path_of_module(mod)
+        except NameError:
+            paths = [self.submodule_paths.get(child) if self.submodule_paths else None for child in mod.children()]
+            if not paths or None in paths:
+                raise
+            parents = {str(p).rpartition(".")[0] for p in paths}
+            if len(parents) != 1:
+                raise
+            return parents.pop()
+
     def call_module(
         self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:

@@ -10,10 +10,18 @@
         within: "layer*"                           # only where the first call's module path matches (optional)
         optional: true                             # matching nothing is fine (default: an error)
 
+      - pattern: [{cat: {dim: 1}}, channelwise, Conv2d]
+        context: 2                                 # the first two steps locate the match and stay as they are
+        replace: cs_fusion
+
 A step is a module class name (``Conv2d``; a dotted import path such as ``mypackage.blocks.Mixer`` for other
 classes), or a function name from :data:`binarize.engine.patterns.FUNCTIONS` (``cat``, ``add``, ``F.conv2d``...),
 either bare or as a one-key mapping to constraints on the module's attributes or the call's arguments. Matching and
-its order are described in :mod:`binarize.engine.patterns`. Graph rules run before the layer rules, so the modules
+its order are described in :mod:`binarize.engine.patterns`. ``context: N`` makes the first ``N`` steps a context: they
+must be there (walking back from the replaced calls through each call's first input), but they are not replaced,
+and several matches may share them; a context may hold pass-through steps such as ``channelwise`` (zero or more
+operations that keep the channel layout: normalisations, activations, dropout, dtype casts). Graph rules run before
+the layer rules, so the modules
 a replacement creates (plain torch layers) are then binarized by the layer rules like any other.
 """
 
@@ -30,7 +38,7 @@ from binarize.recipe.yaml_lines import line_of
 
 __all__ = ["GRAPH_RULE_KEYS", "GraphRule", "parse_graph_rule", "parse_graph_rules", "step_from_data"]
 
-GRAPH_RULE_KEYS = ("pattern", "replace", "args", "within", "optional")
+GRAPH_RULE_KEYS = ("pattern", "replace", "args", "within", "optional", "context")
 
 
 def _engine() -> Any:
@@ -66,6 +74,10 @@ def step_from_data(data: Any, src: Source, container: Any, key: Any) -> Any:
     if not isinstance(name, str) or not name:
         raise src.error(f"a pattern step name must be a string, got {describe_value(name)}", holder, where)
     functions = patterns.FUNCTIONS.names()
+    if name in patterns.THROUGH.names():
+        if constraints:
+            raise src.error(f"the pass-through step {name!r} takes no constraints", holder, where)
+        return patterns.PatternStep("through", name, {})
     if name in functions:
         kind = "function"
         params = patterns.FUNCTIONS.get(name).params
@@ -82,8 +94,9 @@ def step_from_data(data: Any, src: Source, container: Any, key: Any) -> Any:
         known = [n for n in dir(nn) if isinstance(getattr(nn, n), type)] + functions
         raise src.error(
             f"unknown pattern step {name!r}.{did_you_mean(name, known)} A step is a torch.nn class name "
-            f"(Conv2d, PixelUnshuffle, ...), a function ({', '.join(functions)}), or the dotted import path of "
-            f"another module class (e.g. mypackage.blocks.Mixer)",
+            f"(Conv2d, PixelUnshuffle, ...), a function ({', '.join(functions)}), a pass-through step "
+            f"({', '.join(patterns.THROUGH.names())}) or the dotted import path of another module class (e.g. "
+            f"mypackage.blocks.Mixer)",
             holder,
             where,
         )
@@ -117,6 +130,7 @@ class GraphRule:
         args: keyword arguments for the factory.
         within: a glob (or ``re:`` regex) that the first call's module path must match, if given.
         optional: matching nothing is fine (otherwise :func:`binarize.binarize` raises).
+        context: the number of leading steps that locate a match without being replaced.
         file, line: where the rule was read from (not part of equality).
     """
 
@@ -125,6 +139,7 @@ class GraphRule:
     args: Mapping[str, Any] = field(default_factory=dict)
     within: str | None = None
     optional: bool = False
+    context: int = 0
     file: str | None = field(default=None, compare=False)
     line: int | None = field(default=None, compare=False)
 
@@ -138,6 +153,8 @@ class GraphRule:
             out["within"] = self.within
         if self.optional:
             out["optional"] = True
+        if self.context:
+            out["context"] = self.context
         return out
 
     def describe(self, index: int | None = None) -> str:
@@ -199,8 +216,24 @@ def parse_graph_rule(data: Any, src: Source, container: Any, key: Any) -> GraphR
     optional = data.get("optional", False)
     if not isinstance(optional, bool):
         raise src.error(f"'optional' must be true or false, got {describe_value(optional)}", data, "optional")
+    context = data.get("context", 0)
+    if isinstance(context, bool) or not isinstance(context, int) or not 0 <= context < len(steps):
+        raise src.error(
+            f"'context' is the number of leading pattern steps that are not replaced, from 0 to {len(steps) - 1} "
+            f"for this pattern, got {describe_value(context)}",
+            data,
+            "context",
+        )
+    for i, step in enumerate(steps[context:], start=context):
+        if step.kind == "through":
+            raise src.error(
+                f"the pass-through step {step.name!r} can only be part of the context (step {i + 1} is replaced); "
+                f"set `context:` to cover it",
+                pattern,
+                i,
+            )
     line = line_of(container, key) if container is not None else line_of(data)
-    return GraphRule(steps, replace, dict(args), within, optional, file=src.file, line=line)
+    return GraphRule(steps, replace, dict(args), within, optional, context, file=src.file, line=line)
 
 
 def parse_graph_rules(value: Any, src: Source, data: Any) -> list[GraphRule]:

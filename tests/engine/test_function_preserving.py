@@ -19,7 +19,8 @@ def _preserving_rules() -> list[tuple[str, int, dict]]:
     for name in available_recipes():
         for index, rule in enumerate(load_recipe(name).graph_rules):
             data = {**rule.to_dict(), "optional": True}
-            if GRAPH_FACTORIES.get(rule.replace).function_preserving and data not in seen:  # recipes share rules
+            rewrites = rule.replace != "leave"  # `leave` names structures a recipe deliberately keeps
+            if GRAPH_FACTORIES.get(rule.replace).function_preserving and rewrites and data not in seen:
                 seen.append(data)
                 found.append((name, index, data))
     return found

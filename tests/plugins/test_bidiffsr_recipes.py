@@ -217,7 +217,11 @@ def test_sr3_style_unet_gets_generalised_cp_blocks() -> None:
     inputs = unet_inputs(2, 16)
     same = binarize(unet, "bidiffsr", structure_only=True, verify=inputs)
     replaced = {r["new_type"]: r for r in same.binarize_report.graph_replaced}
-    assert set(replaced) == {"CPDown", "CPUp"}
+    assert set(replaced) == {"CPDown", "CPUp", "CSFusion"}
+    # the skip concatenations of equal widths feed a residual block: CS-Fusion takes the 1x1 shortcut convolution
+    # (directly on the concatenation) and the first 3x3 convolution (after GroupNorm -> SiLU), the cat stays
+    fusions = [r for r in same.binarize_report.graph_replaced if r["new_type"] == "CSFusion"]
+    assert {r["old_types"] for r in fusions} == {"cat -> Conv2d", "cat -> GroupNorm -> SiLU -> Conv2d"}
     assert same.binarize_report.verify["max_abs_diff"] < 1e-5
     down = next(m for m in same.modules() if isinstance(m, CPDown))
     up = next(m for m in same.modules() if isinstance(m, CPUp))

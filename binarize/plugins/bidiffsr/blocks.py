@@ -342,7 +342,11 @@ class CSFusion(BranchedConv):
         super().__init__(2 * channels, channels, kernel_size, **kwargs)  # type: ignore[arg-type]
         self.parity: Parity = parity
 
-    def forward(self, x: Tensor, skip: Tensor, timestep_groups: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, skip: Tensor | None = None, timestep_groups: Tensor | None = None) -> Tensor:
+        """Fuse ``x`` and ``skip``; with ``skip=None``, ``x`` holds both, concatenated along the channels (the two
+        halves, as a graph rule with context leaves them: ``cat([x, skip], 1)`` after channel-wise operations)."""
+        if skip is None:
+            x, skip = x.split(self.out_channels, dim=1)
         decoder_first = 1 if self.parity == "opposite" else 0
         first = torch.cat([x[:, decoder_first::2], skip[:, 0::2]], dim=1)
         second = torch.cat([x[:, 1 - decoder_first :: 2], skip[:, 1::2]], dim=1)

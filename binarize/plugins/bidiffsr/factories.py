@@ -11,6 +11,8 @@ factory       patterns it accepts                                              r
 ``cp_up``     ``Conv2d -> PixelShuffle`` (module or ``F.pixel_shuffle``)        :class:`CPUp` (branches, shuffle)
               ``Upsample`` / ``F.interpolate`` (2x nearest) ``-> Conv2d``      :class:`CPUp` (phase branches, shuffle)
 ``cs_fusion`` ``cat([x, skip], dim=1) -> Conv2d(2C -> C)``                      :class:`CSFusion` (args: ``parity``)
+              the same convolution reached through channel-wise operations     :class:`CSFusion` on the concatenated
+              (``context: 2`` on ``[cat, channelwise, Conv2d]``)               channels (the ``cat`` stays)
 ============= ================================================================ =====================================
 
 A match that cannot be made dimension-consistent (e.g. a 96 -> 64 channel convolution, whose branches could not
@@ -134,13 +136,23 @@ def cs_fusion(match: Match, parity: str = "opposite", **args: Any) -> nn.Module:
     _no_args("cs_fusion", args)
     if parity not in PARITIES:
         raise UnsupportedLayerError(f"cs_fusion: parity must be one of {list(PARITIES)}, got {parity!r}")
-    if len(match.nodes) != 2 or match.modules[0] is not None:
-        raise UnsupportedLayerError("cs_fusion replaces `cat -> Conv2d`")
-    conv = _conv_step(match, 1, "cs_fusion")
+    whole_chain = match.context == 0 and len(match.nodes) == 2  # cat -> Conv2d, both replaced
+    conv_only = match.context > 0 and len(match.replaced) == 1  # the Conv2d, found through its context
+    if match.modules[0] is not None or not (whole_chain or conv_only):
+        raise UnsupportedLayerError(
+            "cs_fusion replaces `cat -> Conv2d`, or the Conv2d of `cat -> channelwise -> Conv2d` (context: 2)"
+        )
+    conv = _conv_step(match, len(match.nodes) - 1, "cs_fusion")
     bound = FUNCTIONS.get("cat").bind(match.nodes[0])
     tensors, dim = bound.get("tensors"), bound.get("dim")
     if dim != 1:
         raise UnsupportedLayerError(f"cs_fusion fuses along channels (dim=1), but the cat joins along dim={dim!r}")
     if not isinstance(tensors, (list, tuple)) or len(tensors) != 2 or len(set(tensors)) != 2:
         raise UnsupportedLayerError("cs_fusion fuses exactly two different tensors (the decoder tensor and the skip)")
+    channels = [t.meta.get("shape", (None, None))[1] if isinstance(t, fx.Node) else None for t in tensors]
+    if None not in channels and channels[0] != channels[1]:
+        raise UnsupportedLayerError(
+            f"cs_fusion pairs the channels of two equally wide tensors, but the concatenation joins {channels[0]} "
+            f"and {channels[1]} channels"
+        )
     return CSFusion.from_fusion_conv(conv, parity)  # type: ignore[arg-type]

@@ -1,0 +1,152 @@
+"""The ``bidiffsr`` recipe on diffusion UNets nobody here wrote: diffusers' UNet2DModel and UNets written in the
+styles of guided-diffusion and SR3 (shape asserts, ``len()`` of shapes, shape unpacking kept).
+
+Each gets CP-Down at every strided-convolution downsampler, CP-Up at every nearest-upsampling + convolution, and
+CS-Fusion at every equal-width decoder skip concatenation (the residual block's first convolution after GroupNorm ->
+SiLU, and its 1x1 shortcut), all exact with full-precision weights; average-pool downsampling is reported as left
+alone; nothing is untraced and no match is dropped without a report entry.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DModel
+from torch import nn
+
+from binarize import binarize
+from binarize.nn import BinaryConv2d
+from binarize.plugins.bidiffsr.blocks import CPDown, CPUp, CSFusion
+from research_unets import GuidedStyleSuperRes, SR3StyleUNet
+
+
+class DiffusersSR(nn.Module):
+    """A diffusers UNet2DModel used for x2 super-resolution: ``forward(x_t, t, cond)``, cond concatenated."""
+
+    def __init__(self, unet: UNet2DModel) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.unet(torch.cat([x_t, cond], dim=1), t, return_dict=False)[0]
+
+
+def _diffusers_attention() -> nn.Module:
+    return DiffusersSR(UNet2DModel(
+        sample_size=16, in_channels=6, out_channels=3, block_out_channels=(16, 32, 32, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8,
+        attention_head_dim=8,
+    ))
+
+
+def _diffusers_resnet_resampling() -> nn.Module:
+    return DiffusersSR(UNet2DModel(
+        sample_size=16, in_channels=6, out_channels=3, block_out_channels=(16, 32, 32), layers_per_block=1,
+        down_block_types=("ResnetDownsampleBlock2D",) * 3, up_block_types=("ResnetUpsampleBlock2D",) * 3,
+        norm_num_groups=8,
+    ))
+
+
+class GuidedSR(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = GuidedStyleSuperRes()
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.net(x_t, t, F.avg_pool2d(cond, 2))
+
+
+class SR3SR(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = SR3StyleUNet()
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([cond, x_t], dim=1), t.float() / 2000)
+
+
+#: name -> (builder, expected CP-Down, CP-Up, CS-Fusion, average-pool downsamplers reported)
+UNETS: dict[str, tuple[Callable[[], nn.Module], int, int, int, int]] = {
+    "diffusers-attention": (_diffusers_attention, 3, 3, 8, 0),
+    "diffusers-resnet-resampling": (_diffusers_resnet_resampling, 0, 2, 8, 2),
+    "guided-diffusion-style": (GuidedSR, 2, 2, 8, 0),
+    "sr3-style": (SR3SR, 2, 2, 8, 0),
+}
+RECIPE = {"name": "bidiffsr-real", "extends": "bidiffsr", "timestep": {"input": "t", "T": 2000, "K": 5}}
+
+
+def _inputs(batch: int = 2, size: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return torch.randn(batch, 3, size, size), torch.randint(0, 2000, (batch,)), torch.randn(batch, 3, size, size)
+
+
+@pytest.mark.parametrize("name", list(UNETS))
+def test_structure_is_rewritten_exactly_everywhere(name: str) -> None:
+    build, downs, ups, fusions, pools = UNETS[name]
+    torch.manual_seed(0)
+    model = build().eval()
+    inputs = _inputs()
+    same = binarize(model, RECIPE, structure_only=True, example_inputs=inputs)
+    report = same.binarize_report
+    assert report.untraced == []
+    kinds = Counter(r["new_type"] for r in report.graph_replaced)
+    assert kinds == Counter({"CPDown": downs, "CPUp": ups, "CSFusion": fusions}) - Counter()
+    assert [s["reason"].split(": ", 1)[1] for s in report.skipped].count(
+        "average-pool downsampling mixes the four pixels it averages, so it has no exact CP-Down form; it stays as it is"
+    ) == pools == len(report.skipped)
+    for shape in ((2, 16), (3, 32)):  # the rewritten forward code also serves other batch and image sizes
+        x = _inputs(*shape)
+        with torch.no_grad():
+            expected, got = model(*x), same(*x)
+        assert float((got - expected).norm() / expected.norm()) <= 1e-5, shape
+
+
+@pytest.mark.parametrize("name", ["diffusers-attention", "guided-diffusion-style"])
+def test_the_full_recipe_binarizes_and_trains_with_per_sample_timesteps(name: str) -> None:
+    torch.manual_seed(0)
+    model = UNETS[name][0]()
+    inputs = _inputs()
+    binary = binarize(model, RECIPE, example_inputs=inputs)
+    blocks = [m for m in binary.modules() if isinstance(m, (CPDown, CPUp, CSFusion))]
+    assert blocks and all(isinstance(b, BinaryConv2d) and b.shortcut for block in blocks for b in block.branches)
+    x_t, _, cond = inputs
+    t = torch.tensor([5, 1990])  # two timestep groups in one batch
+    binary(x_t, t, cond).square().mean().backward()
+    aware = [m for m in binary.modules() if isinstance(m, BinaryConv2d) and m.timestep_groups]
+    assert aware and all(m.weight.grad is not None for m in aware)
+
+
+def test_a_match_that_is_lost_when_its_owner_is_traced_alone_is_reported() -> None:
+    """The block's first call takes the other branch, so tracing it on its own (as first called) finds no match."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x: torch.Tensor, up: bool) -> torch.Tensor:
+            if up:
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+            return self.conv(x)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = Block()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.block(self.block(x, False), True)
+
+    net = Net().eval()
+    recipe = {"name": "cp-up", "graph_rules": [{"pattern": [{"interpolate": {"scale_factor": 2}}, "Conv2d"],
+                                                "replace": "cp_up"}]}
+    out = binarize(net, recipe, structure_only=True, example_inputs=(torch.randn(1, 4, 4, 4),))
+    report = out.binarize_report
+    assert report.graph_replaced == []
+    (lost,) = report.skipped
+    assert lost["name"] == "block.conv" and lost["type"] == "interpolate -> Conv2d"
+    assert "found in the model's trace, but not when block was traced on its own" in lost["reason"]
