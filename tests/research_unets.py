@@ -12,6 +12,12 @@ and module lists built in loops).
   (GroupNorm -> SiLU -> conv blocks, a time-embedding projection, a 1x1 residual convolution), stride-2
   convolution downsampling, ``nn.Upsample`` + convolution upsampling, and skips concatenated into the decoder's
   blocks.
+* :class:`RestormerStyleUNet` follows the layout of Restormer (Zamir et al., 2022), the restoration UNet that
+  BI-DiffSR's own network descends from, with a timestep embedding added to every block as diffusion restorers do:
+  a channel LayerNorm written with shape unpacking, downsampling by a convolution halving the channels followed by
+  ``nn.PixelUnshuffle`` (and once ``F.pixel_unshuffle``), upsampling by a convolution doubling them followed by
+  ``nn.PixelShuffle``, and once ``F.interpolate(size=skip.shape[-2:])`` followed by a convolution; skips are
+  concatenated and reduced by a 1x1 convolution.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GuidedStyleSuperRes", "SR3StyleUNet"]
+__all__ = ["GuidedStyleSuperRes", "RestormerStyleUNet", "SR3StyleUNet"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -420,3 +426,96 @@ class SR3StyleUNet(nn.Module):
             else:
                 x = layer(x)
         return self.final_conv(x)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Restormer style
+# ----------------------------------------------------------------------------------------------------------------
+class WithBiasLayerNorm(nn.Module):
+    """Layer norm over the channels of each pixel, through a (b, h*w, c) view."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = x.flatten(2).transpose(1, 2)
+        mu = y.mean(-1, keepdim=True)
+        sigma = y.var(-1, keepdim=True, unbiased=False)
+        y = (y - mu) / torch.sqrt(sigma + 1e-5) * self.weight + self.bias
+        return y.transpose(1, 2).reshape(b, c, h, w)
+
+
+class GatedBlock(nn.Module):
+    """Norm -> 1x1 expand -> depth-wise 3x3 -> gate -> 1x1 project, plus the timestep embedding; residual."""
+
+    def __init__(self, dim: int, emb_dim: int, expansion: float = 2.0) -> None:
+        super().__init__()
+        hidden = int(dim * expansion)
+        self.norm = WithBiasLayerNorm(dim)
+        self.emb = nn.Linear(emb_dim, dim)
+        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2)
+        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x) + self.emb(emb)[:, :, None, None]
+        x1, x2 = self.dwconv(self.project_in(h)).chunk(2, dim=1)
+        return x + self.project_out(F.gelu(x1) * x2)
+
+
+class RestormerDownsample(nn.Module):
+    def __init__(self, n_feat: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(n_feat, n_feat // 2, kernel_size=3, stride=1, padding=1, bias=False),
+                                  nn.PixelUnshuffle(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class RestormerUpsample(nn.Module):
+    def __init__(self, n_feat: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(n_feat, n_feat * 2, kernel_size=3, stride=1, padding=1, bias=False),
+                                  nn.PixelShuffle(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class RestormerStyleUNet(nn.Module):
+    """A three-level Restormer-style UNet: ``forward(x, t)`` with ``x`` the noisy image concatenated to the
+    condition; the decoder's first level reduces a 32 + 32 skip concatenation, its second a 32 + 16 one."""
+
+    def __init__(self, inp_channels: int = 6, out_channels: int = 3, dim: int = 16) -> None:
+        super().__init__()
+        self.dim = dim
+        self.time_mlp = nn.Sequential(nn.Linear(dim, dim * 4), nn.SiLU(), nn.Linear(dim * 4, dim * 4))
+        self.patch_embed = nn.Conv2d(inp_channels, dim, kernel_size=3, stride=1, padding=1, bias=False)
+        self.encoder_level1 = GatedBlock(dim, dim * 4)
+        self.down1_2 = RestormerDownsample(dim)
+        self.encoder_level2 = GatedBlock(dim * 2, dim * 4)
+        self.down2_3 = nn.Conv2d(dim * 2, dim, kernel_size=3, stride=1, padding=1, bias=False)
+        self.latent = GatedBlock(dim * 4, dim * 4)
+        self.up3_2 = RestormerUpsample(dim * 4)
+        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=False)
+        self.decoder_level2 = GatedBlock(dim * 2, dim * 4)
+        self.up2_1 = nn.Conv2d(dim * 2, dim * 2, kernel_size=3, stride=1, padding=1, bias=False)
+        self.reduce_chan_level1 = nn.Conv2d(dim * 3, dim, kernel_size=1, bias=False)
+        self.decoder_level1 = GatedBlock(dim, dim * 4)
+        self.output = nn.Conv2d(dim, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+
+    def forward(self, inp_img: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        emb = self.time_mlp(timestep_embedding(t, self.dim))
+        out_enc_level1 = self.encoder_level1(self.patch_embed(inp_img), emb)
+        out_enc_level2 = self.encoder_level2(self.down1_2(out_enc_level1), emb)
+        latent = self.latent(F.pixel_unshuffle(self.down2_3(out_enc_level2), 2), emb)
+        inp_dec_level2 = torch.cat([self.up3_2(latent), out_enc_level2], 1)
+        out_dec_level2 = self.decoder_level2(self.reduce_chan_level2(inp_dec_level2), emb)
+        upsampled = F.interpolate(out_dec_level2, size=out_enc_level1.shape[-2:], mode="nearest")
+        inp_dec_level1 = torch.cat([self.up2_1(upsampled), out_enc_level1], 1)
+        out_dec_level1 = self.decoder_level1(self.reduce_chan_level1(inp_dec_level1), emb)
+        return self.output(out_dec_level1) + inp_img[:, -3:]

@@ -10,7 +10,8 @@ Constraint values are compared after normalisation: an integer constraint matche
 all equal it (``stride: 2`` matches ``stride=(2, 2)``), a list matches a tuple. A string is an arithmetic expression
 over the module's attributes (``out_channels: "2 * in_channels"``), evaluated safely: numbers, attribute names,
 ``+ - * / // %`` and parentheses only, no calls; a tuple attribute whose elements are all equal counts as that
-number.
+number. An expression may start with a comparison, ``< <= > >= !=`` (``in_channels: "> out_channels"``): the
+value must then compare so with the expression instead of equal it.
 
 Matching order (see :func:`find_matches`): longer patterns are tried first; among equal lengths, rules keep their
 recipe order; a node belongs to at most one match, and matches are claimed in graph order.
@@ -38,6 +39,7 @@ __all__ = [
     "Match",
     "PatternStep",
     "check_expression",
+    "split_comparison",
     "evaluate_expression",
     "find_matches",
 ]
@@ -175,14 +177,34 @@ _BINARY_OPS: dict[type, Callable[[Any, Any], Any]] = {
 }
 
 
+#: Comparisons an expression may start with (longest first, so ``>=`` is not read as ``>``).
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "!=": operator.ne,
+    "<": operator.lt,
+    ">": operator.gt,
+}
+
+
+def split_comparison(text: str) -> tuple[Callable[[Any, Any], bool], str]:
+    """``("> out_channels")`` -> ``(operator.gt, "out_channels")``; equality when no comparison leads."""
+    stripped = text.lstrip()
+    for symbol, compare in _COMPARISONS.items():
+        if stripped.startswith(symbol):
+            return compare, stripped[len(symbol) :]
+    return operator.eq, text
+
+
 def check_expression(text: str) -> list[str]:
-    """Validate an attribute expression; return the attribute names it uses.
+    """Validate an attribute expression (optionally led by a comparison); return the attribute names it uses.
 
     Raises:
         ValueError: for anything but numbers, names, ``+ - * / // %``, unary minus and parentheses.
     """
+    text = split_comparison(text)[1]
     try:
-        tree = ast.parse(text, mode="eval")
+        tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
         raise ValueError(f"{text!r} is not an arithmetic expression ({exc.msg})") from None
     names: list[str] = []
@@ -204,8 +226,10 @@ def check_expression(text: str) -> list[str]:
 
 
 def evaluate_expression(text: str, variables: Mapping[str, Any]) -> float | int | None:
-    """Evaluate a checked expression; ``None`` when a name is missing or not a number."""
+    """Evaluate a checked expression (without a leading comparison); ``None`` when a name is missing or not a
+    number."""
     check_expression(text)
+    text = text.strip()
 
     def ev(node: ast.AST) -> Any:
         if isinstance(node, ast.Expression):
@@ -242,9 +266,10 @@ def _as_number(value: Any) -> int | float | None:
 
 def _satisfies(actual: Any, expected: Any, variables: Mapping[str, Any]) -> bool:
     if isinstance(expected, str) and not isinstance(actual, str):
-        value = evaluate_expression(expected, variables)
+        compare, expression = split_comparison(expected)
+        value = evaluate_expression(expression, variables)
         number = _as_number(actual)
-        return value is not None and number is not None and number == value
+        return value is not None and number is not None and bool(compare(number, value))
     if isinstance(expected, list):
         expected = tuple(expected)
     if isinstance(actual, list):

@@ -348,6 +348,7 @@ class ShapeTracer(PathTracer):
             placeholder = self.create_proxy("placeholder", name, default, {})
             if isinstance(value, torch.Tensor):
                 self.values[placeholder.node] = value
+                placeholder.node.meta["shape"] = tuple(value.shape)
                 value = placeholder
             elif _has_tensor(value):
                 raise TraceError(f"argument {name!r} holds tensors inside a {type(value).__name__}")

@@ -194,6 +194,65 @@ def test_full_precision_blocks_equal_the_layers_they_replace(c: int, k: int, siz
     torch.testing.assert_close(CPUp.from_nearest_conv(smooth)(x), smooth(F.interpolate(x, scale_factor=2)))
 
 
+def ref_dealing(decoder: int, skip: int, groups: int, parity: str) -> list[list[int]]:
+    """Channels of cat([x, skip]) per branch group, dealt by hand: the release's pairing for two equal inputs
+    (odd decoder channels with even skip channels first), and round-robin dealing that fills every group equally
+    otherwise (the decoder starts at group 1 for "opposite", 0 for "same")."""
+    groups_of: list[list[int]] = [[] for _ in range(groups)]
+    start = 1 % groups if parity == "opposite" else 0
+    for j in range(decoder):
+        groups_of[(start + j) % groups].append(j)
+    if parity == "same":
+        skip_start = start
+    elif decoder % groups:  # the skip's deal continues the decoder's, so that the groups come out equal
+        skip_start = (start + decoder) % groups
+    else:  # the release's pairing: the skip starts one group before the decoder
+        skip_start = (start - 1) % groups
+    for j in range(skip):
+        groups_of[(skip_start + j) % groups].append(decoder + j)
+    return groups_of
+
+
+@settings(max_examples=30, deadline=None)
+@given(unit=st.sampled_from([1, 2, 4, 8]), ratio=st.sampled_from([(1, 1, 1), (2, 1, 1), (2, 1, 2), (1, 2, 1),
+                                                                    (3, 1, 2), (1, 1, 2), (3, 3, 2)]),
+       k=st.sampled_from([1, 3]), seed=st.integers(0, 2**16))
+def test_cs_fusion_of_unequal_widths_equals_the_fusion_conv(
+    unit: int, ratio: tuple[int, int, int], k: int, seed: int
+) -> None:
+    """A UNet skip fusion C_x + C_s -> C (e.g. 64 + 32 -> 64, 32 + 16 -> 16) as CS-Fusion: every branch is
+    channel-preserving, each branch group holds the dealt channels, and the full-precision block is the conv."""
+    torch.manual_seed(seed)
+    decoder, skip, out = (unit * r for r in ratio)
+    conv = nn.Conv2d(decoder + skip, out, k, padding=k // 2).double()
+    x, s = torch.randn(2, decoder, 5, 5, dtype=torch.double), torch.randn(2, skip, 5, 5, dtype=torch.double)
+    block = CSFusion.from_fusion_conv(conv, "opposite", (decoder, skip))
+    torch.testing.assert_close(block(x, s), conv(torch.cat([x, s], 1)))
+    torch.testing.assert_close(block(torch.cat([x, s], 1)), conv(torch.cat([x, s], 1)))
+    assert all(b.in_channels == b.out_channels for b in block.branches)
+    assert [list(g) for g in block.order.view(block.groups_in, -1).tolist()] == ref_dealing(
+        decoder, skip, block.groups_in, "opposite"
+    )
+
+
+def test_cs_fusion_dealing_examples() -> None:
+    assert CSFusion(4).order.tolist() == [1, 3, 4, 6, 0, 2, 5, 7]  # the release: x odd + s even, x even + s odd
+    assert CSFusion(4, "same").order.tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
+    assert CSFusion(3).order.tolist() == [1, 3, 5, 0, 2, 4]  # odd C: 1 decoder + 2 skip channels, then 2 + 1
+    wide = CSFusion(4, widths=(4, 2))  # 4 + 2 -> 4: a 3 x 2 grid of 2 -> 2 branches
+    assert wide.order.tolist() == [2, 5, 0, 3, 1, 4] and wide.mode == "grid" and len(wide.branches) == 6
+    assert "4 + 2 -> 4" in repr(wide)
+
+
+def test_branched_conv_grid_equals_the_conv() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 4, 3, padding=1).double()  # 3 : 2, branches of width 2
+    block = CPDown.from_conv_unshuffle(conv, 2)
+    x = torch.randn(1, 6, 4, 4, dtype=torch.double)
+    assert block.mode == "grid" and len(block.branches) == 6
+    torch.testing.assert_close(block(x), F.pixel_unshuffle(conv(x), 2))
+
+
 def test_branch_counts_follow_the_channel_ratio() -> None:
     assert len(CPDown.from_conv_unshuffle(nn.Conv2d(64, 32, 3, padding=1), 2).branches) == 2
     assert len(CPDown.from_strided_conv(nn.Conv2d(64, 64, 3, stride=2, padding=1)).branches) == 4
@@ -206,7 +265,7 @@ def test_branch_counts_follow_the_channel_ratio() -> None:
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: CPDown.from_conv_unshuffle(nn.Conv2d(96, 64, 3, padding=1), 2), "96 -> 64.*ratio 1.5"),
+        (lambda: CPDown.from_conv_unshuffle(nn.Conv2d(96, 40, 3, padding=1), 2), "96 -> 40.*ratio 2.4 \\(12 : 5"),
         (lambda: CPDown.from_strided_conv(nn.Conv2d(3, 16, 3, stride=2, padding=1)), "12 -> 16"),
         (lambda: CPDown.from_conv_unshuffle(nn.Conv2d(8, 4, 3), 2), "padding.*does not keep the size"),
         (lambda: CPUp.from_conv_shuffle(nn.Conv2d(8, 16, 3, padding=1, groups=2), 2), "groups=2"),
@@ -215,6 +274,8 @@ def test_branch_counts_follow_the_channel_ratio() -> None:
          "padding_mode"),
         (lambda: CSFusion.from_fusion_conv(nn.Conv2d(16, 4, 1)), "in_channels 16 != 2 \\* out_channels 4"),
         (lambda: CSFusion(7, "same"), "even channel count"),
+        (lambda: CSFusion(3, widths=(2, 2)), "4 -> 3.*4 : 3 in lowest terms"),
+        (lambda: CSFusion.from_fusion_conv(nn.Conv2d(6, 4, 1), widths=(4, 4)), "4 \\+ 4 channels"),
     ],
 )
 def test_blocks_refuse_what_cannot_be_dimension_consistent(build: object, message: str) -> None:

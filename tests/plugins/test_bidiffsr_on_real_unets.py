@@ -2,9 +2,10 @@
 styles of guided-diffusion and SR3 (shape asserts, ``len()`` of shapes, shape unpacking kept).
 
 Each gets CP-Down at every strided-convolution downsampler, CP-Up at every nearest-upsampling + convolution, and
-CS-Fusion at every equal-width decoder skip concatenation (the residual block's first convolution after GroupNorm ->
-SiLU, and its 1x1 shortcut), all exact with full-precision weights; average-pool downsampling is reported as left
-alone; nothing is untraced and no match is dropped without a report entry.
+CS-Fusion at every decoder skip concatenation, of equal or unequal widths (a 1x1 reduction, or the residual block's
+first convolution after GroupNorm -> SiLU and its 1x1 shortcut), all exact with full-precision weights; average-pool
+downsampling is reported as left alone; nothing is untraced and no match is dropped without a report entry. A
+Restormer-style UNet adds convolution + pixel (un)shuffle resampling and ``F.interpolate(size=skip.shape[-2:])``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import nn
 from binarize import binarize
 from binarize.nn import BinaryConv2d
 from binarize.plugins.bidiffsr.blocks import CPDown, CPUp, CSFusion
-from research_unets import GuidedStyleSuperRes, SR3StyleUNet
+from research_unets import GuidedStyleSuperRes, RestormerStyleUNet, SR3StyleUNet
 
 
 class DiffusersSR(nn.Module):
@@ -70,12 +71,22 @@ class SR3SR(nn.Module):
         return self.net(torch.cat([cond, x_t], dim=1), t.float() / 2000)
 
 
+class RestormerSR(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = RestormerStyleUNet()
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x_t, cond], dim=1), t)
+
+
 #: name -> (builder, expected CP-Down, CP-Up, CS-Fusion, average-pool downsamplers reported)
 UNETS: dict[str, tuple[Callable[[], nn.Module], int, int, int, int]] = {
-    "diffusers-attention": (_diffusers_attention, 3, 3, 8, 0),
-    "diffusers-resnet-resampling": (_diffusers_resnet_resampling, 0, 2, 8, 2),
-    "guided-diffusion-style": (GuidedSR, 2, 2, 8, 0),
-    "sr3-style": (SR3SR, 2, 2, 8, 0),
+    "diffusers-attention": (_diffusers_attention, 3, 3, 16, 0),
+    "diffusers-resnet-resampling": (_diffusers_resnet_resampling, 0, 2, 12, 2),
+    "guided-diffusion-style": (GuidedSR, 2, 2, 12, 0),
+    "sr3-style": (SR3SR, 2, 2, 12, 0),
+    "restormer-style": (RestormerSR, 2, 2, 2, 0),
 }
 RECIPE = {"name": "bidiffsr-real", "extends": "bidiffsr", "timestep": {"input": "t", "T": 2000, "K": 5}}
 
@@ -93,7 +104,7 @@ def test_structure_is_rewritten_exactly_everywhere(name: str) -> None:
     same = binarize(model, RECIPE, structure_only=True, example_inputs=inputs)
     report = same.binarize_report
     assert report.untraced == []
-    kinds = Counter(r["new_type"] for r in report.graph_replaced)
+    kinds = Counter(r["new_type"].removeprefix("Sized") for r in report.graph_replaced)
     assert kinds == Counter({"CPDown": downs, "CPUp": ups, "CSFusion": fusions}) - Counter()
     assert [s["reason"].split(": ", 1)[1] for s in report.skipped].count(
         "average-pool downsampling mixes the four pixels it averages, so it has no exact CP-Down form; it stays as it is"
@@ -150,3 +161,36 @@ def test_a_match_that_is_lost_when_its_owner_is_traced_alone_is_reported() -> No
     (lost,) = report.skipped
     assert lost["name"] == "block.conv" and lost["type"] == "interpolate -> Conv2d"
     assert "found in the model's trace, but not when block was traced on its own" in lost["reason"]
+
+
+def test_nearest_upsampling_to_a_size_is_rewritten_only_where_the_size_doubles() -> None:
+    class Net(nn.Module):
+        def __init__(self, size: tuple[int, int] | None) -> None:
+            super().__init__()
+            self.size = size
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+            return self.conv(F.interpolate(x, size=self.size or skip.shape[-2:], mode="nearest")) + skip
+
+    recipe = {"name": "up", "graph_rules": [{"pattern": [{"interpolate": {"mode": "nearest"}}, "Conv2d"],
+                                             "replace": "cp_up"}]}
+    x, skip = torch.randn(1, 4, 4, 4), torch.randn(1, 4, 8, 8)
+    net = Net(None).eval()
+    computed = binarize(net, recipe, structure_only=True, example_inputs=(x, skip))
+    fixed = binarize(Net((8, 8)).eval(), recipe, structure_only=True, example_inputs=(x, skip))
+    assert [r["new_type"] for r in computed.binarize_report.graph_replaced] == ["SizedCPUp"]
+    assert [r["new_type"] for r in fixed.binarize_report.graph_replaced] == ["SizedCPUp"]
+    with torch.no_grad():
+        big_x, big_skip = torch.randn(2, 4, 6, 6), torch.randn(2, 4, 12, 12)
+        torch.testing.assert_close(computed(big_x, big_skip), net(big_x, big_skip))
+    # a skip that is not twice the input's size: a clear error, never a silently different result
+    with pytest.raises(ValueError, match=r"called with size \(9, 9\) for a 4 x 4 input \(expected \(8, 8\)\)"):
+        computed(x, torch.randn(1, 4, 9, 9))
+    with pytest.raises(ValueError, match=r"size \(8, 8\) for a 5 x 5 input"):
+        fixed(torch.randn(1, 4, 5, 5), torch.randn(1, 4, 8, 8))
+    # an upsampling by another factor is reported, not rewritten
+    other = binarize(Net((12, 12)).eval(), recipe, structure_only=True, example_inputs=(x, torch.randn(1, 4, 12, 12)))
+    (skipped,) = other.binarize_report.skipped
+    assert other.binarize_report.graph_replaced == []
+    assert "resizes 4 x 4 to 12 x 12, not by 2, so it has no exact CP-Up form" in skipped["reason"]

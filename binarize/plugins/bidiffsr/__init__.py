@@ -16,7 +16,7 @@ NeurIPS 2024 (arXiv 2406.05723).
 from __future__ import annotations
 
 from binarize.plugins.bidiffsr.biconv import bi_conv, bi_conv_options, binarize_branches
-from binarize.plugins.bidiffsr.blocks import PARITIES, BranchedConv, CPDown, CPUp, CSFusion
+from binarize.plugins.bidiffsr.blocks import PARITIES, BranchedConv, CPDown, CPUp, CSFusion, SizedCPUp
 
 __all__ = [
     "PARITIES",
@@ -24,6 +24,7 @@ __all__ = [
     "CPDown",
     "CPUp",
     "CSFusion",
+    "SizedCPUp",
     "bi_conv",
     "bi_conv_options",
     "binarize_branches",

@@ -7,7 +7,9 @@ as several :math:`m \to m` convolutions (*branches*), :math:`m = \min(C_\text{in
 * :math:`C_\text{in} = n\,m` (fewer outputs): the input is split into :math:`n` channel chunks, branch :math:`i`
   convolves chunk :math:`i`, and the outputs are summed, :math:`y = \sum_i \operatorname{conv}_i(x_i)`;
 * :math:`C_\text{out} = n\,m` (more outputs): every branch sees the whole input and the outputs are concatenated,
-  :math:`y = [\operatorname{conv}_1(x), \dots, \operatorname{conv}_n(x)]`.
+  :math:`y = [\operatorname{conv}_1(x), \dots, \operatorname{conv}_n(x)]`;
+* a ratio such as 3 : 2 (a 96 -> 64 skip fusion) combines both with :math:`m = \gcd(C_\text{in}, C_\text{out})`:
+  each output group sums branches over the input groups.
 
 Built from a full-precision convolution (:meth:`BranchedConv.from_conv`), the branches hold the slices of its
 weight (input channels for a sum, output channels for a concatenation), so the block computes exactly what the
@@ -23,7 +25,8 @@ convolution computed. The layer rules of a recipe then binarize each branch and 
   :math:`C \to C/2` channels and :math:`H \to 2H`, is two :math:`C \to C` branches.
 * :class:`CSFusion` (channel-shuffle fusion of a skip connection): the decoder tensor and the skip tensor
   (:math:`C` channels each) are interleaved by channel parity into two :math:`C`-channel tensors, each convolved by
-  a :math:`1 \times 1` branch, and the results summed.
+  a :math:`1 \times 1` branch, and the results summed; skips of other widths are dealt round-robin into as many
+  groups as the branches need.
 
 Reference: Chen, Zhang, Gu, Kong, Zhang, Yang, Ding, "Binarized Diffusion Model for Image Super-Resolution"
 (BI-DiffSR), NeurIPS 2024, Sections 3.2-3.3 and Fig. 3.
@@ -31,14 +34,15 @@ Reference: Chen, Zhang, Gu, Kong, Zhang, Yang, Ding, "Binarized Diffusion Model 
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from binarize.errors import UnsupportedLayerError
 
-__all__ = ["BranchedConv", "CPDown", "CPUp", "CSFusion", "PARITIES", "Parity"]
+__all__ = ["BranchedConv", "CPDown", "CPUp", "CSFusion", "PARITIES", "Parity", "SizedCPUp"]
 
 Parity = Literal["opposite", "same"]
 #: CS-Fusion's channel pairings: ``opposite`` (the authors' release: odd decoder channels with even skip channels,
@@ -57,8 +61,17 @@ def _same_padding(conv: nn.Conv2d) -> bool:
 class BranchedConv(nn.Module):
     r"""A :math:`C_\text{in} \to C_\text{out}` convolution written as channel-preserving :math:`m \to m` branches.
 
-    With :math:`n = C_\text{in} / C_\text{out}` (split and sum) or :math:`n = C_\text{out} / C_\text{in}` (shared
-    input, concatenate), one of which must be an integer.
+    The branch width is :math:`m = \gcd(C_\text{in}, C_\text{out})`. The input splits into
+    :math:`n_\text{in} = C_\text{in} / m` channel groups and the output into :math:`n_\text{out} = C_\text{out} / m`;
+    output group :math:`o` is the sum over the input groups :math:`i` of branch :math:`(o, i)` (index
+    :math:`o \cdot n_\text{in} + i`):
+
+    .. math:: y_o = \sum_{i=0}^{n_\text{in}-1} \operatorname{conv}_{o, i}(x_i), \qquad y = [y_0, \dots, y_{n_\text{out}-1}]
+
+    With :math:`C_\text{in} = n C_\text{out}` this is BI-DiffSR's split-and-sum (CP-Down, CS-Fusion), with
+    :math:`C_\text{out} = n C_\text{in}` its shared-input concatenation (CP-Up); a ratio such as 3 : 2 gives a grid of
+    both (``mode="grid"``). The narrower side may split into at most two groups, so every branch sees at least half
+    of the narrower side's channels.
 
     Args:
         in_channels: :math:`C_\text{in}`.
@@ -69,7 +82,7 @@ class BranchedConv(nn.Module):
         padding_mode: of every branch.
 
     Raises:
-        UnsupportedLayerError: when neither channel count divides the other.
+        UnsupportedLayerError: when the channel ratio, in lowest terms, has both terms above 2 (say 5 : 3).
     """
 
     def __init__(
@@ -85,22 +98,26 @@ class BranchedConv(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        width = min(in_channels, out_channels)
-        if width < 1 or in_channels % width or out_channels % width:
+        width = math.gcd(in_channels, out_channels)
+        if min(in_channels, out_channels) < 1 or min(in_channels, out_channels) > 2 * width:
             raise UnsupportedLayerError(
-                f"cannot make a {in_channels} -> {out_channels} convolution dimension-consistent: one channel count "
-                f"must be a multiple of the other (channel ratio {in_channels / max(out_channels, 1):g}), so that it "
-                f"splits into equal-width branches that each keep their channel count"
+                f"cannot make a {in_channels} -> {out_channels} convolution dimension-consistent: the channel ratio "
+                f"{in_channels / max(out_channels, 1):g} ({in_channels // max(width, 1)} : "
+                f"{out_channels // max(width, 1)} in lowest terms) would split the narrower side into more than two "
+                f"groups of channel-preserving branches; one channel count must be a multiple of the other, or of "
+                f"half the other"
             )
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.mode: Literal["sum", "concat"] = "sum" if in_channels >= out_channels else "concat"
-        count = max(in_channels, out_channels) // width
+        self.groups_in, self.groups_out = in_channels // width, out_channels // width
+        self.mode: Literal["sum", "concat", "grid"] = (
+            "sum" if self.groups_out == 1 else "concat" if self.groups_in == 1 else "grid"
+        )
         self.branches = nn.ModuleList(
             nn.Conv2d(
                 width, width, kernel_size, padding="same", dilation=dilation, bias=bias, padding_mode=padding_mode,
                 device=device, dtype=dtype,
             )
-            for _ in range(count)
+            for _ in range(self.groups_in * self.groups_out)
         )
 
     @property
@@ -121,13 +138,16 @@ class BranchedConv(nn.Module):
 
     def convolve(self, x: Tensor, timestep_groups: Tensor | None = None) -> Tensor:
         """The branches applied to ``x`` (:math:`C_\\text{in}` channels), combined."""
-        if self.mode == "concat":
-            return torch.cat([self.branch(i, x, timestep_groups) for i in range(len(self.branches))], dim=1)
-        width = self.out_channels
-        out = self.branch(0, x[:, :width], timestep_groups)
-        for i in range(1, len(self.branches)):
-            out = out + self.branch(i, x[:, i * width : (i + 1) * width], timestep_groups)
-        return out
+        width = self.branches[0].in_channels
+        parts = x.split(width, dim=1) if self.groups_in > 1 else (x,)
+        outputs = []
+        for o in range(self.groups_out):
+            first = o * self.groups_in
+            out = self.branch(first, parts[0], timestep_groups)
+            for i in range(1, self.groups_in):
+                out = out + self.branch(first + i, parts[i], timestep_groups)
+            outputs.append(out)
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
 
     def forward(self, x: Tensor, timestep_groups: Tensor | None = None) -> Tensor:
         return self.convolve(x, timestep_groups)
@@ -139,22 +159,21 @@ class BranchedConv(nn.Module):
         r"""Copy a full convolution's ``weight`` (:math:`C_\text{out} \times C_\text{in} \times k \times k`) and
         ``bias`` into the branches, so that :meth:`convolve` computes exactly that convolution.
 
-        A sum takes input-channel slices (the bias goes to the first branch, the others' biases are zero); a
-        concatenation takes output-channel slices (with their bias slices).
+        Branch :math:`(o, i)` takes the weight block of output group :math:`o` and input group :math:`i`; the bias
+        of output group :math:`o` goes to its first branch :math:`(o, 0)`, the other branches' biases are zero.
         """
         width = self.branches[0].in_channels
         with torch.no_grad():
-            for i, branch in enumerate(self.branches):
-                part = slice(i * width, (i + 1) * width)
-                branch.weight.copy_(weight[:, part] if self.mode == "sum" else weight[part])
+            for index, branch in enumerate(self.branches):
+                o, i = divmod(index, self.groups_in)
+                rows, cols = slice(o * width, (o + 1) * width), slice(i * width, (i + 1) * width)
+                branch.weight.copy_(weight[rows, cols])
                 if branch.bias is None:
                     continue
-                if bias is None:
+                if bias is None or i > 0:
                     branch.bias.zero_()
-                elif self.mode == "sum":
-                    branch.bias.copy_(bias if i == 0 else torch.zeros_like(bias))
                 else:
-                    branch.bias.copy_(bias[part])
+                    branch.bias.copy_(bias[rows])
 
     @classmethod
     def check_conv(cls, conv: nn.Module, what: str) -> nn.Conv2d:
@@ -305,79 +324,169 @@ class CPUp(BranchedConv):
         return cls._from_weights(weight, bias, conv, factor=2)  # type: ignore[return-value]
 
 
-class CSFusion(BranchedConv):
-    r"""Channel-shuffle fusion of a decoder tensor and a skip tensor (:math:`C` channels each) into :math:`C`.
+class SizedCPUp(CPUp):
+    r"""CP-Up of a nearest-neighbour upsampling *to a size* followed by a convolution, where the size is twice the
+    input's (``F.interpolate(x, size=skip.shape[-2:])`` in a UNet whose skip is twice as large).
 
-    With ``parity="opposite"`` (the authors' release; 0-based channel indices)
+    Nearest upsampling to exactly :math:`2H \times 2W` reads source pixel :math:`\lfloor i / 2 \rfloor`, as a 2x
+    scale factor does, so the rewrite is :meth:`CPUp.from_nearest_conv`. Any other size has no such form: the
+    block checks the size on every call and raises a clear error instead of computing something else.
+
+    Args:
+        size: a fixed target size (the call's constant ``size=``), or ``None`` when the size is computed in the
+            forward pass and passed to the block after ``x``.
+        **kwargs: see :class:`CPUp`.
+    """
+
+    def __init__(self, *args: Any, size: tuple[int, int] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.size = size
+
+    def forward(self, x: Tensor, *size: Any, timestep_groups: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        target = _as_size(size) if size else self.size
+        expected = (2 * x.shape[-2], 2 * x.shape[-1])
+        if target is not None and target != expected:
+            raise ValueError(
+                f"this CP-Up replaced a nearest upsampling to twice the input's size, but it was called with size "
+                f"{target} for a {x.shape[-2]} x {x.shape[-1]} input (expected {expected}); binarize the model "
+                f"with example inputs of the sizes it will see, or keep this upsampling in full precision"
+            )
+        return super().forward(x, timestep_groups)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", size={self.size}" if self.size is not None else ", size=2x input")
+
+    @classmethod
+    def from_nearest_conv_to_size(cls, conv: nn.Conv2d, size: tuple[int, int] | None) -> SizedCPUp:
+        """The exact rewrite of ``conv(F.interpolate(x, size, mode="nearest"))`` for a size twice the input's."""
+        from binarize.plugins.bidiffsr.conversions import nearest_to_shuffled
+
+        weight, bias = nearest_to_shuffled(conv)
+        return cls._from_weights(weight, bias, conv, factor=2, size=size)  # type: ignore[return-value]
+
+
+def _as_size(values: tuple[Any, ...]) -> tuple[int, int]:
+    """``(torch.Size([h, w]),)`` or ``(h, w)`` -> ``(h, w)``."""
+    flat = tuple(values[0]) if len(values) == 1 and not isinstance(values[0], int) else values
+    spatial = tuple(int(v) for v in flat)
+    return (spatial[0], spatial[0]) if len(spatial) == 1 else (spatial[-2], spatial[-1])
+
+
+class CSFusion(BranchedConv):
+    r"""Channel-shuffle fusion of a decoder tensor and a skip tensor into :math:`C` channels.
+
+    For two :math:`C`-channel inputs with ``parity="opposite"`` (the authors' release; 0-based channel indices)
 
     .. math:: f_1 = [x_{1::2},\ s_{0::2}], \quad f_2 = [x_{0::2},\ s_{1::2}], \quad
               y = \operatorname{conv}_a(f_1) + \operatorname{conv}_b(f_2)
 
     and with ``parity="same"`` (the paper's Eq. 3) :math:`f_1 = [x_{0::2}, s_{0::2}]`,
-    :math:`f_2 = [x_{1::2}, s_{1::2}]`. Both branches are :math:`1 \times 1`, :math:`C \to C`. With the weights of a
-    ``Conv1x1(2C -> C)`` permuted accordingly it equals ``conv(cat([x, s], 1))``.
+    :math:`f_2 = [x_{1::2}, s_{1::2}]`. Both branches are :math:`C \to C`. With the weights of a
+    ``Conv(2C -> C)`` permuted accordingly it equals ``conv(cat([x, s], 1))``.
+
+    Inputs of other widths (:math:`C_x + C_s` channels, common in UNets whose levels differ in width, e.g.
+    :math:`64 + 32 \to 64`) generalise the pairing: with :math:`m = \gcd(C_x + C_s, C)` and
+    :math:`n = (C_x + C_s) / m` groups, decoder channel :math:`j` goes to group :math:`(j + a) \bmod n` and skip
+    channel :math:`j` to group :math:`(j + b) \bmod n`, each group listing its decoder channels first. ``"opposite"``
+    takes :math:`a = 1, b = 0` and ``"same"`` :math:`a = b = 0` (both give the formulas above for :math:`n = 2`);
+    when :math:`C_x` is not a multiple of :math:`n`, :math:`b = a + (C_x \bmod n)` so that every group holds exactly
+    :math:`m` channels. The groups feed a :class:`BranchedConv` (:math:`n` branches summed, or a grid of them).
 
     Args:
-        channels: :math:`C`.
+        channels: :math:`C`, the output channels.
         parity: ``"opposite"`` or ``"same"``.
         kernel_size: of each branch (1 in BI-DiffSR).
+        widths: ``(C_x, C_s)``, the decoder and skip channels; ``(C, C)`` when not given.
         **kwargs: see :class:`BranchedConv`.
 
     Examples:
         >>> fusion = CSFusion(64)
         >>> fusion(torch.zeros(1, 64, 8, 8), torch.zeros(1, 64, 8, 8)).shape
         torch.Size([1, 64, 8, 8])
+        >>> wide = CSFusion(64, widths=(64, 32))             # 96 -> 64: a 3 x 2 grid of 32 -> 32 branches
+        >>> len(wide.branches), wide(torch.zeros(1, 64, 8, 8), torch.zeros(1, 32, 8, 8)).shape
+        (6, torch.Size([1, 64, 8, 8]))
     """
 
     def __init__(
-        self, channels: int, parity: Parity = "opposite", kernel_size: int | tuple[int, int] = 1, **kwargs: object
+        self,
+        channels: int,
+        parity: Parity = "opposite",
+        kernel_size: int | tuple[int, int] = 1,
+        *,
+        widths: tuple[int, int] | None = None,
+        **kwargs: object,
     ) -> None:
         if parity not in PARITIES:
             raise ValueError(f"parity must be one of {list(PARITIES)}, got {parity!r}")
-        if parity == "same" and channels % 2:
-            raise UnsupportedLayerError(
-                f"CS-Fusion with parity 'same' needs an even channel count (each branch takes the even or the odd "
-                f"channels of both inputs), got {channels}; use parity 'opposite'"
-            )
-        super().__init__(2 * channels, channels, kernel_size, **kwargs)  # type: ignore[arg-type]
+        decoder, skip = widths if widths is not None else (channels, channels)
+        if min(decoder, skip) < 1:
+            raise UnsupportedLayerError(f"CS-Fusion fuses two non-empty tensors, got widths {decoder} and {skip}")
+        super().__init__(decoder + skip, channels, kernel_size, **kwargs)  # type: ignore[arg-type]
         self.parity: Parity = parity
+        self.widths = (decoder, skip)
+        self.register_buffer("order", _fusion_order(self.widths, self.groups_in, parity), persistent=False)
 
     def forward(self, x: Tensor, skip: Tensor | None = None, timestep_groups: Tensor | None = None) -> Tensor:
-        """Fuse ``x`` and ``skip``; with ``skip=None``, ``x`` holds both, concatenated along the channels (the two
-        halves, as a graph rule with context leaves them: ``cat([x, skip], 1)`` after channel-wise operations)."""
-        if skip is None:
-            x, skip = x.split(self.out_channels, dim=1)
-        decoder_first = 1 if self.parity == "opposite" else 0
-        first = torch.cat([x[:, decoder_first::2], skip[:, 0::2]], dim=1)
-        second = torch.cat([x[:, 1 - decoder_first :: 2], skip[:, 1::2]], dim=1)
-        return self.branch(0, first, timestep_groups) + self.branch(1, second, timestep_groups)
+        """Fuse ``x`` and ``skip``; with ``skip=None``, ``x`` holds both, concatenated along the channels (as a
+        graph rule with context leaves them: ``cat([x, skip], 1)`` after channel-wise operations)."""
+        both = x if skip is None else torch.cat([x, skip], dim=1)
+        return self.convolve(both.index_select(1, self.order), timestep_groups)
 
     def extra_repr(self) -> str:
-        return f"{self.out_channels} + {self.out_channels} -> {self.out_channels}, parity={self.parity}"
+        decoder, skip = self.widths
+        return f"{decoder} + {skip} -> {self.out_channels}, parity={self.parity}, {self.mode} of {len(self.branches)} branches"
 
     @classmethod
-    def from_fusion_conv(cls, conv: nn.Conv2d, parity: Parity = "opposite") -> CSFusion:
-        """The exact rewrite of ``conv(cat([x, skip], 1))`` for a ``Conv2d(2C -> C)`` (any kernel, "same" padding)."""
+    def from_fusion_conv(
+        cls, conv: nn.Conv2d, parity: Parity = "opposite", widths: tuple[int, int] | None = None
+    ) -> CSFusion:
+        """The exact rewrite of ``conv(cat([x, skip], 1))`` (any kernel, "same" padding); ``widths`` are the
+        channels of ``x`` and ``skip``, by default half of ``conv.in_channels`` each."""
         cls.check_conv(conv, "CS-Fusion")
-        if conv.in_channels != 2 * conv.out_channels:
+        if widths is None and conv.in_channels != 2 * conv.out_channels:
             raise UnsupportedLayerError(
-                f"CS-Fusion fuses two C-channel tensors into C channels, but {conv} has in_channels "
-                f"{conv.in_channels} != 2 * out_channels {conv.out_channels}"
+                f"CS-Fusion of two equally wide tensors fuses C + C channels into C, but {conv} has in_channels "
+                f"{conv.in_channels} != 2 * out_channels {conv.out_channels}; give the two inputs' widths"
+            )
+        if widths is not None and sum(widths) != conv.in_channels:
+            raise UnsupportedLayerError(
+                f"CS-Fusion of {widths[0]} + {widths[1]} channels needs a convolution with that many input channels, "
+                f"got {conv}"
             )
         block = cls(
-            conv.out_channels, parity, tuple(conv.kernel_size), bias=conv.bias is not None, dilation=conv.dilation,
-            padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype,
+            conv.out_channels, parity, tuple(conv.kernel_size), widths=widths, bias=conv.bias is not None,
+            dilation=conv.dilation, padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype,
         )
-        block.load_conv(conv.weight[:, _fusion_order(conv.out_channels, parity).to(conv.weight.device)], conv.bias)
+        block.load_conv(conv.weight[:, block.order.to(conv.weight.device)], conv.bias)
         block.train(conv.training)
         return block
 
 
-def _fusion_order(channels: int, parity: str) -> Tensor:
-    """Indices into ``cat([x, skip])`` of the channels the two branches see, first branch then second."""
-    decoder = torch.arange(channels)
-    skip = torch.arange(channels, 2 * channels)
-    decoder_first = 1 if parity == "opposite" else 0
-    first = torch.cat([decoder[decoder_first::2], skip[0::2]])
-    second = torch.cat([decoder[1 - decoder_first :: 2], skip[1::2]])
-    return torch.cat([first, second])
+def _fusion_order(widths: tuple[int, int], groups: int, parity: str) -> Tensor:
+    """Indices into ``cat([x, skip])`` of the channels the branch groups see, group after group (see
+    :class:`CSFusion`)."""
+    decoder, skip = widths
+    offset_decoder = 1 % groups if parity == "opposite" else 0
+    remainder = decoder % groups
+    if remainder and parity == "same":
+        raise UnsupportedLayerError(
+            f"CS-Fusion with parity 'same' deals both inputs alike into {groups} groups, which needs each input's "
+            f"channel count to be a multiple of {groups} (an even channel count for two groups), got {decoder} "
+            f"and {skip}; use parity 'opposite'"
+        )
+    if parity == "same":
+        offset_skip = offset_decoder
+    elif remainder:  # the skip's first channel continues where the decoder's extra channels stopped
+        offset_skip = (offset_decoder + remainder) % groups
+    else:
+        offset_skip = (offset_decoder - 1) % groups
+    members: list[list[int]] = [[] for _ in range(groups)]
+    for j in range(decoder):
+        members[(j + offset_decoder) % groups].append(j)
+    for j in range(skip):
+        members[(j + offset_skip) % groups].append(decoder + j)
+    if len({len(group) for group in members}) != 1:
+        raise AssertionError(f"unbalanced CS-Fusion groups for widths {widths}")  # the offsets above balance them
+    order = [index for group in members for index in group]
+    return torch.tensor(order, dtype=torch.long)

@@ -10,13 +10,14 @@ factory       patterns it accepts                                              r
               a stride-2 ``Conv2d`` on its own                                 :class:`CPDown` (unshuffle, branches)
 ``cp_up``     ``Conv2d -> PixelShuffle`` (module or ``F.pixel_shuffle``)        :class:`CPUp` (branches, shuffle)
               ``Upsample`` / ``F.interpolate`` (2x nearest) ``-> Conv2d``      :class:`CPUp` (phase branches, shuffle)
-``cs_fusion`` ``cat([x, skip], dim=1) -> Conv2d(2C -> C)``                      :class:`CSFusion` (args: ``parity``)
+              the same to a ``size=`` that is twice the input's (traced)       :class:`SizedCPUp` (checks the size)
+``cs_fusion`` ``cat([x, skip], dim=1) -> Conv2d(C_x + C_s -> C)``              :class:`CSFusion` (args: ``parity``)
               the same convolution reached through channel-wise operations     :class:`CSFusion` on the concatenated
               (``context: 2`` on ``[cat, channelwise, Conv2d]``)               channels (the ``cat`` stays)
 ============= ================================================================ =====================================
 
-A match that cannot be made dimension-consistent (e.g. a 96 -> 64 channel convolution, whose branches could not
-keep their channel count) is refused with the reason, and the report lists it as skipped.
+A match that cannot be made dimension-consistent (e.g. a 96 -> 40 channel convolution, 12 : 5, whose branches could
+not keep their channel count) is refused with the reason, and the report lists it as skipped.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch import fx, nn
 from binarize.engine.graph_factories import register_graph_factory
 from binarize.engine.patterns import FUNCTIONS, Match
 from binarize.errors import UnsupportedLayerError
-from binarize.plugins.bidiffsr.blocks import PARITIES, CPDown, CPUp, CSFusion
+from binarize.plugins.bidiffsr.blocks import PARITIES, CPDown, CPUp, CSFusion, SizedCPUp
 
 __all__ = ["cp_down", "cp_up", "cs_fusion"]
 
@@ -103,9 +104,11 @@ def cp_up(match: Match, **args: Any) -> nn.Module:
     if len(match.nodes) == 2 and isinstance(match.modules[1], nn.Conv2d):
         mode = _argument(match, 0, "interpolate", "mode", "mode", nn.Upsample)
         scale = _argument(match, 0, "interpolate", "scale_factor", "scale_factor", nn.Upsample)
-        size = _argument(match, 0, "interpolate", "size", "size", nn.Upsample)
+        size = _size(match)
         if mode == "nearest" and size is None and _is_two(scale):
             return CPUp.from_nearest_conv(match.modules[1])
+        if mode == "nearest" and scale is None and size is not None:
+            return SizedCPUp.from_nearest_conv_to_size(match.modules[1], _doubled_size(match, size))
         raise UnsupportedLayerError(
             f"cp_up rewrites a 2x nearest-neighbour upsampling exactly; got mode={mode!r}, scale_factor={scale!r}, "
             f"size={size!r}"
@@ -116,6 +119,43 @@ def cp_up(match: Match, **args: Any) -> nn.Module:
     )
 
 
+def _size(match: Match) -> Any:
+    """The upsampling's ``size``: a constant, ``COMPUTED`` when the forward pass computes it, or ``None``."""
+    module, node = match.modules[0], match.nodes[0]
+    if isinstance(module, nn.Upsample):
+        return module.size
+    value = FUNCTIONS.get("interpolate").bind(node).get("size")
+    nodes: list[fx.Node] = []
+    fx.node.map_arg(value, nodes.append)
+    return COMPUTED if nodes else value
+
+
+#: Stands for a ``size=`` computed in the forward pass (e.g. ``skip.shape[-2:]``).
+COMPUTED = "computed in the forward pass"
+
+
+def _doubled_size(match: Match, size: Any) -> tuple[int, int] | None:
+    """The fixed size of a 2x upsampling (``None`` when computed), checked on the traced shapes: an upsampling to a
+    size that is not twice the input's is refused."""
+    source, result = _spatial(match.nodes[0].args[0]), _spatial(match.nodes[0])
+    if source is None or result is None:
+        raise UnsupportedLayerError(
+            "cp_up rewrites a nearest upsampling to a size only where the size is twice the input's, which needs the "
+            "traced shapes; give binarize() example_inputs"
+        )
+    if result != (2 * source[0], 2 * source[1]):
+        raise UnsupportedLayerError(
+            f"cp_up: this nearest upsampling resizes {source[0]} x {source[1]} to {result[0]} x {result[1]}, not by "
+            f"2, so it has no exact CP-Up form"
+        )
+    return None if size == COMPUTED else result
+
+
+def _spatial(value: Any) -> tuple[int, int] | None:
+    shape = value.meta.get("shape") if isinstance(value, fx.Node) else None
+    return (int(shape[-2]), int(shape[-1])) if shape is not None and len(shape) == 4 else None
+
+
 def _is_two(scale: Any) -> bool:
     values = scale if isinstance(scale, (tuple, list)) else (scale,)
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v) == 2.0 for v in values)
@@ -124,13 +164,16 @@ def _is_two(scale: Any) -> bool:
 @register_graph_factory(
     "cs_fusion",
     function_preserving=True,
-    description="cat([x, skip], dim=1) -> Conv2d(2C -> C) => CS-Fusion (channel shuffle and two C -> C branches)",
+    description="cat([x, skip], dim=1) -> Conv2d(C_x + C_s -> C) => CS-Fusion (channel shuffle and channel-preserving "
+    "branches; two C -> C branches for equal widths)",
 )
 def cs_fusion(match: Match, parity: str = "opposite", **args: Any) -> nn.Module:
     """BI-DiffSR's CS-Fusion replacing the concatenation and fusion convolution of a UNet skip connection.
 
     Args:
-        match: ``cat -> Conv2d``; the concatenation must join exactly two different tensors along dim 1.
+        match: ``cat -> Conv2d`` (or the Conv2d after ``cat -> channelwise`` as context); the concatenation must
+            join exactly two different tensors along dim 1. Inputs of unequal widths need their shapes in the
+            trace (example inputs).
         parity: ``"opposite"`` (the release, default) or ``"same"`` (the paper's Eq. 3); see :class:`CSFusion`.
     """
     _no_args("cs_fusion", args)
@@ -149,10 +192,26 @@ def cs_fusion(match: Match, parity: str = "opposite", **args: Any) -> nn.Module:
         raise UnsupportedLayerError(f"cs_fusion fuses along channels (dim=1), but the cat joins along dim={dim!r}")
     if not isinstance(tensors, (list, tuple)) or len(tensors) != 2 or len(set(tensors)) != 2:
         raise UnsupportedLayerError("cs_fusion fuses exactly two different tensors (the decoder tensor and the skip)")
-    channels = [t.meta.get("shape", (None, None))[1] if isinstance(t, fx.Node) else None for t in tensors]
-    if None not in channels and channels[0] != channels[1]:
+    channels = [_channels(t) for t in tensors]
+    if None in channels:
+        if conv.in_channels != 2 * conv.out_channels:
+            raise UnsupportedLayerError(
+                f"cs_fusion needs the widths of the two concatenated tensors for a {conv.in_channels} -> "
+                f"{conv.out_channels} fusion (not C + C -> C); give binarize() example_inputs so that the trace "
+                f"carries shapes"
+            )
+        return CSFusion.from_fusion_conv(conv, parity)  # type: ignore[arg-type]
+    widths = (int(channels[0]), int(channels[1]))  # type: ignore[arg-type]
+    if sum(widths) != conv.in_channels:
         raise UnsupportedLayerError(
-            f"cs_fusion pairs the channels of two equally wide tensors, but the concatenation joins {channels[0]} "
-            f"and {channels[1]} channels"
+            f"cs_fusion: the concatenation joins {widths[0]} + {widths[1]} channels but the convolution takes "
+            f"{conv.in_channels}"
         )
-    return CSFusion.from_fusion_conv(conv, parity)  # type: ignore[arg-type]
+    return CSFusion.from_fusion_conv(conv, parity, widths)  # type: ignore[arg-type]
+
+
+def _channels(value: Any) -> int | None:
+    """The channel count (dim 1) of a traced value, when the trace carried its shape."""
+    shape = value.meta.get("shape") if isinstance(value, fx.Node) else None
+    return int(shape[1]) if shape is not None and len(shape) > 1 else None
+
