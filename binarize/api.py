@@ -49,8 +49,9 @@ def binarize(
             inputs) that records the execution order of layers, for recipes that select ``first`` / ``last``.
             Without them the order is inferred (see :mod:`binarize.engine.order`). For recipes with graph rules
             they also let tracing carry shapes, so that code reading shapes (asserts, ``len(x.shape)``, shape
-            unpacking, branches on sizes) is traced through (see :mod:`binarize.engine.shape_tracing`); ``verify``
-            inputs serve when these are not given.
+            unpacking, branches on sizes) is traced through (see :mod:`binarize.engine.shape_tracing`), and they place
+            every layer for the structural selectors ``level`` / ``side`` (see :mod:`binarize.engine.geometry`),
+            which need them; ``verify`` inputs serve when these are not given.
         structure_only: apply the recipe's graph rules only: every replacement stays in full precision and no
             layer rule runs. For function-preserving graph rules the result computes what the model computed.
         verify: example inputs (as for ``example_inputs``) run through the model before and after conversion, in
@@ -85,12 +86,13 @@ def _convert(
     timestep_argument(model, resolved)  # a wrong timestep input is an error before anything changes
     reference = run_model(model, verify) if verify is not None else None
     target = model if inplace else _deep_copy(model)
-    graph = apply_graph_rules(target, resolved, example_inputs if example_inputs is not None else verify)
+    shapes = example_inputs if example_inputs is not None else verify  # what tracing and placement run on
+    graph = apply_graph_rules(target, resolved, shapes)
     target = graph.model
     if structure_only:
         report = Report(recipe=resolved.name, recipe_hash=resolved.hash)
     else:
-        the_plan = make_plan(target, resolved, example_inputs=example_inputs)
+        the_plan = make_plan(target, resolved, example_inputs=shapes)
         target, report = apply_plan(target, the_plan, hand_over=() if inplace else _disposable(target, model))
         target, report.timestep = route_timesteps(target, resolved)
     report.structure_only = structure_only

@@ -11,6 +11,7 @@ from binarize.zoo._parts import diffusion_inputs
 
 __all__ = [
     "COMMON_BAD_ARGUMENTS",
+    "assert_release_precision",
     "assert_seeded_example_inputs",
     "assert_time_step_changes_output",
     "assert_traces_equal",
@@ -70,3 +71,37 @@ def assert_seeded_example_inputs(name: str) -> None:
     assert t.dtype == torch.long and t.tolist() == [1234]
     again = diffusion_inputs(8)
     assert torch.equal(again[0], x_t) and torch.equal(again[2], cond) and not torch.equal(x_t, cond)
+
+
+def assert_release_precision(binary: nn.Module, inputs: tuple) -> None:
+    """The ``bidiffsr`` recipe's precision split, checked from measured shapes rather than names: every CP-Down and
+    CP-Up branch is a binary BI-Conv with a shortcut, and a CS-Fusion is binary exactly when it runs below half
+    the input's resolution (the two highest-resolution decoder levels stay in full precision)."""
+    from binarize.nn import BinaryConv2d
+    from binarize.plugins.bidiffsr.blocks import CPDown, CPUp, CSFusion
+
+    blocks = [m for m in binary.modules() if isinstance(m, (CPDown, CPUp, CSFusion))]
+    sizes: dict[int, int] = {}
+
+    def note(module: nn.Module, args: tuple) -> None:
+        sizes.setdefault(id(module), args[0].shape[-1])
+
+    handles = [b.register_forward_pre_hook(note) for b in blocks]
+    try:
+        with torch.no_grad():
+            binary(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    full = max(t.shape[-1] for t in inputs if isinstance(t, torch.Tensor) and t.dim() == 4)
+    binary_fusions = 0
+    for block in blocks:
+        is_binary = [isinstance(b, BinaryConv2d) and b.is_binary and b.shortcut for b in block.branches]
+        if not isinstance(block, CSFusion):
+            assert all(is_binary), block
+        elif sizes[id(block)] * 2 >= full:  # level 0 or 1
+            assert not any(is_binary), (sizes[id(block)], block)
+        else:
+            assert all(is_binary), (sizes[id(block)], block)
+            binary_fusions += 1
+    assert binary_fusions, "no CS-Fusion below half resolution was binarized"

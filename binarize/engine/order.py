@@ -45,7 +45,7 @@ from binarize.engine.graph_order import graph_positions
 from binarize.engine.tracing import PathTracer
 from binarize.errors import BinarizeError
 
-__all__ = ["ORDER_SOURCES", "Positions", "execution_order"]
+__all__ = ["ORDER_SOURCES", "Positions", "execution_order", "timm_example_input"]
 
 ORDER_SOURCES = ("forward", "timm_input_size", "fx", "registration")
 
@@ -77,7 +77,7 @@ def execution_order(
                 f"of layers (needed by first/last selectors) could not be recorded. Pass inputs the model "
                 f"accepts, or example_inputs=None to infer the order"
             ) from exc
-    timm_input = _timm_input(model)
+    timm_input = timm_example_input(model)
     if timm_input is not None:
         try:
             return _shape_only_or_real_order(model, modules, timm_input), "timm_input_size"
@@ -190,7 +190,8 @@ def _forward_order(model: nn.Module, modules: Sequence[nn.Module], example_input
     return positions_from_calls(calls, sources, feeds, sinks)
 
 
-def _timm_input(model: nn.Module) -> torch.Tensor | None:
+def timm_example_input(model: nn.Module) -> torch.Tensor | None:
+    """A zero input of the size in a timm model's ``pretrained_cfg["input_size"]``, or ``None``."""
     cfg = getattr(model, "pretrained_cfg", None)
     size = cfg.get("input_size") if isinstance(cfg, Mapping) else None
     if not (isinstance(size, (tuple, list)) and size and all(isinstance(s, int) and s > 0 for s in size)):

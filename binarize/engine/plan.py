@@ -15,10 +15,11 @@ from typing import Any
 from torch import nn
 
 from binarize.engine.candidates import Candidate, find_candidates
-from binarize.engine.order import execution_order
-from binarize.errors import RecipeError
+from binarize.engine.geometry import layer_placements
+from binarize.engine.order import execution_order, timm_example_input
+from binarize.errors import BinarizeError, RecipeError
 from binarize.recipe import ACTIONS, Recipe
-from binarize.recipe.selectors import select
+from binarize.recipe.selectors import Placement, select
 
 __all__ = ["NO_RULE", "Decision", "Plan", "make_plan"]
 
@@ -125,10 +126,12 @@ def make_plan(model: nn.Module, recipe: Recipe, *, example_inputs: Any = None) -
     if recipe.uses_execution_order or example_inputs is not None:
         positions, order_source = execution_order(model, [c.module for c in candidates], example_inputs)
     ran = _executed(positions, order_source, len(candidates))
+    placements = _placements(model, candidates, recipe, example_inputs)
+    enclosing = [_enclosing(model, c) for c in candidates] if recipe.uses_enclosing else None
 
     matches: list[list[int]] = []
     for index, rule in enumerate(recipe.rules):
-        hits = select(rule.select, candidates, positions)
+        hits = select(rule.select, candidates, positions, placements, enclosing)
         if not hits and not rule.select.optional:
             raise _no_match_error(index, recipe, candidates, skipped, order_source)
         matches.append(hits)
@@ -161,6 +164,35 @@ def make_plan(model: nn.Module, recipe: Recipe, *, example_inputs: Any = None) -
 
 
 _RECORDED_SOURCES = ("forward", "timm_input_size")
+
+
+def _placements(
+    model: nn.Module, candidates: list[Candidate], recipe: Recipe, example_inputs: Any
+) -> dict[int, Placement] | None:
+    """The candidates' placements when a rule selects by ``level`` or ``side``; those need example inputs."""
+    if not recipe.uses_geometry:
+        return None
+    inputs = example_inputs if example_inputs is not None else timm_example_input(model)
+    if inputs is None:
+        index = next(i for i, rule in enumerate(recipe.rules) if rule.select.uses_geometry)
+        raise BinarizeError(
+            f"rule {recipe.rule_label(index)} selects layers by resolution level or encoder/decoder side, which "
+            f"needs the model's example inputs (one shape-only forward pass places every layer); pass "
+            f"example_inputs= (e.g. binarize(model, {recipe.name!r}, example_inputs=(x, t, cond)))"
+        )
+    return layer_placements(model, [c.module for c in candidates], inputs)
+
+
+def _enclosing(model: nn.Module, candidate: Candidate) -> tuple[type, ...]:
+    """The classes of the modules that enclose ``candidate`` on any of its paths (the model's own included)."""
+    classes: list[type] = []
+    for name in candidate.names:
+        parts = name.split(".")
+        for depth in range(len(parts)):
+            owner = model.get_submodule(".".join(parts[:depth]))
+            if type(owner) not in classes:
+                classes.append(type(owner))
+    return tuple(classes)
 
 
 def _timestep_groups(options: dict[str, Any], recipe: Recipe, rule_index: int) -> None:

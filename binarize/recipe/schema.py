@@ -91,7 +91,7 @@ class Rule:
     @property
     def level(self) -> int:
         """The precedence level of the rule's selector."""
-        return self.select.level
+        return self.select.precedence
 
     def to_dict(self) -> dict[str, Any]:
         """The rule as plain data: ``{"select": ..., action: value}``."""
@@ -182,6 +182,16 @@ class Recipe:
     def uses_execution_order(self) -> bool:
         """True when a rule selects ``first`` or ``last`` (the engine then computes the execution order)."""
         return any(rule.select.positional for rule in self.rules)
+
+    @property
+    def uses_geometry(self) -> bool:
+        """True when a rule selects by ``level`` or ``side`` (the engine then places the layers on example inputs)."""
+        return any(rule.select.uses_geometry for rule in self.rules)
+
+    @property
+    def uses_enclosing(self) -> bool:
+        """True when a rule selects by ``inside`` (the engine then collects each layer's enclosing modules)."""
+        return any(rule.select.inside for rule in self.rules)
 
     def to_dict(self) -> dict[str, Any]:
         """The fully resolved recipe as plain data (no ``extends``): ``load_recipe(r.to_dict()) == r``."""

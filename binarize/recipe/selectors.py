@@ -10,6 +10,8 @@ A selector is written in a rule's ``select:`` as a mapping of fields that must a
     select: first                           # the first candidate in execution order
     select: {last: true, type: Linear}      # the last Linear candidate in execution order
     select: {name: "head.*", optional: true}  # matching nothing is fine
+    select: {side: decoder, level: [0, 1]}  # the two highest-resolution decoder levels (needs example inputs)
+    select: {inside: CPUp}                  # layers inside a module of that class
 
 Fields:
 
@@ -19,6 +21,14 @@ Fields:
   of them does.
 * ``first`` / ``last``: the first / last candidate *in execution order* among the candidates that match the other
   fields. Candidates that never run in the forward pass are never first or last.
+* ``level``: the layer's resolution level, an integer or a list of them: 0 at the network input's resolution, 1 at
+  half of it, 2 at a quarter, -1 at twice it (the base-2 logarithm of the input's size over the layer input's, rounded).
+* ``side``: ``encoder``, ``middle`` or ``decoder``: before, at or after the deepest level the network reaches.
+  ``level`` and ``side`` need ``example_inputs`` (one shape-only forward pass finds them; see
+  :mod:`binarize.engine.geometry`); layers without spatial input (a linear layer on ``(N, C)``) match neither.
+* ``inside``: a class name (or dotted path, or a list) of a module that encloses the layer, at any depth
+  (``inside: CPUp`` selects the branches of every CP-Up block, ``inside: Attention`` every layer of attention
+  blocks, whatever their names).
 * ``optional``: a selector that matches no candidate is an error unless ``optional: true``.
 
 Precedence. For each candidate, the action (``binarize`` or ``keep``) comes from the matching rule with the highest
@@ -30,7 +40,8 @@ level source                                     example
 ===== ========================================== =========================================
 0     the recipe's ``defaults`` (options only)    ``defaults: {scale: channel_mean_abs}``
 1     ``type``                                    ``select: {type: Conv2d}``
-2     ``name`` glob or regex                      ``select: {name: "layer4.*"}``
+2     ``name`` glob or regex; ``level``, ``side``, ``select: {name: "layer4.*"}``, ``{side: decoder}``
+      ``inside`` (structure)
 3     ``first`` / ``last``                        ``select: first``
 4     ``name`` exact path                         ``select: {name: "fc"}``
 ===== ========================================== =========================================
@@ -59,6 +70,8 @@ __all__ = [
     "LEVEL_POSITION",
     "LEVEL_TYPE",
     "SELECTOR_KEYS",
+    "Placement",
+    "SIDES",
     "Selectable",
     "Selector",
     "parse_selector",
@@ -71,7 +84,9 @@ LEVEL_PATTERN = 2
 LEVEL_POSITION = 3
 LEVEL_EXACT = 4
 
-SELECTOR_KEYS = ("type", "name", "first", "last", "optional")
+SELECTOR_KEYS = ("type", "name", "first", "last", "level", "side", "inside", "optional")
+#: The sides of a network's bottleneck a ``side`` selector names (see :mod:`binarize.engine.geometry`).
+SIDES = ("encoder", "middle", "decoder")
 _SHORTHANDS = ("first", "last")
 _GLOB_CHARS = frozenset("*?[")
 
@@ -91,6 +106,19 @@ class Selectable(Protocol):
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where a layer sits in the network's geometry (see :mod:`binarize.engine.geometry`).
+
+    Attributes:
+        level: resolution level of the layer's input: 0 at the network input's resolution, 1 at half of it, ...
+        side: ``"encoder"``, ``"middle"`` or ``"decoder"``.
+    """
+
+    level: int
+    side: str
+
+
+@dataclass(frozen=True)
 class Selector:
     """Which candidate layers a rule applies to (every given field must hold).
 
@@ -99,6 +127,9 @@ class Selector:
         name: an exact module path, a glob (contains ``*``, ``?`` or ``[``) or a regex (``re:`` prefix).
         first: only the first matching candidate in execution order.
         last: only the last matching candidate in execution order.
+        level: resolution levels the layer must run at (empty: any).
+        side: ``"encoder"``, ``"middle"`` or ``"decoder"`` (``None``: any).
+        inside: class names or dotted paths of a module that must enclose the layer (empty: no condition).
         optional: matching no candidate is not an error.
     """
 
@@ -106,16 +137,21 @@ class Selector:
     name: str | None = None
     first: bool = False
     last: bool = False
+    level: tuple[int, ...] = ()
+    side: str | None = None
+    inside: tuple[str, ...] = ()
     optional: bool = False
     _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.type, str):
-            object.__setattr__(self, "type", (self.type,))
-        else:
-            object.__setattr__(self, "type", tuple(self.type))
-        if not (self.type or self.name is not None or self.first or self.last):
-            raise RecipeError("a selector needs at least one of: type, name, first, last")
+        for key in ("type", "inside"):
+            value = getattr(self, key)
+            object.__setattr__(self, key, (value,) if isinstance(value, str) else tuple(value))
+        object.__setattr__(self, "level", (self.level,) if isinstance(self.level, int) else tuple(self.level))
+        if self.side is not None and self.side not in SIDES:
+            raise RecipeError(f"selector 'side' must be one of {list(SIDES)}, got {self.side!r}")
+        if not (self.type or self.name is not None or self.first or self.last or self.structural):
+            raise RecipeError(f"a selector needs at least one of: {', '.join(k for k in SELECTOR_KEYS if k != 'optional')}")
         if self.name_kind == "regex":
             try:
                 object.__setattr__(self, "_regex", re.compile(self.name[3:]))  # type: ignore[index]
@@ -139,10 +175,20 @@ class Selector:
         return self.first or self.last
 
     @property
-    def level(self) -> int:
+    def uses_geometry(self) -> bool:
+        """True when the selector needs the layers' placements (``level`` or ``side``)."""
+        return bool(self.level) or self.side is not None
+
+    @property
+    def structural(self) -> bool:
+        """True when the selector names a place in the network's structure (``level``, ``side`` or ``inside``)."""
+        return self.uses_geometry or bool(self.inside)
+
+    @property
+    def precedence(self) -> int:
         """The precedence level (see the table in this module's docstring)."""
         level = LEVEL_TYPE if self.type else LEVEL_DEFAULTS
-        if self.name_kind in ("glob", "regex"):
+        if self.name_kind in ("glob", "regex") or self.structural:
             level = max(level, LEVEL_PATTERN)
         if self.positional:
             level = max(level, LEVEL_POSITION)
@@ -175,10 +221,30 @@ class Selector:
             data["type"] = self.type[0] if len(self.type) == 1 else list(self.type)
         if self.name is not None:
             data["name"] = self.name
-        for key in ("first", "last", "optional"):
+        for key in ("first", "last"):
             if getattr(self, key):
                 data[key] = True
+        if self.level:
+            data["level"] = self.level[0] if len(self.level) == 1 else list(self.level)
+        if self.side is not None:
+            data["side"] = self.side
+        if self.inside:
+            data["inside"] = self.inside[0] if len(self.inside) == 1 else list(self.inside)
+        if self.optional:
+            data["optional"] = True
         return data
+
+    def matches_placement(self, placement: Placement | None) -> bool:
+        """Whether ``level`` and ``side`` hold for a layer at ``placement`` (``None``: the layer has none)."""
+        if not self.uses_geometry:
+            return True
+        if placement is None:
+            return False
+        return (not self.level or placement.level in self.level) and self.side in (None, placement.side)
+
+    def matches_enclosing(self, enclosing: Sequence[type]) -> bool:
+        """Whether ``inside`` holds for a layer enclosed by modules of the classes ``enclosing``."""
+        return not self.inside or any(_type_matches(spec, cls) for spec in self.inside for cls in enclosing)
 
     def describe(self) -> str:
         """A short, YAML-like description, e.g. ``{type: [Conv2d, Linear]}`` or ``first``."""
@@ -226,6 +292,8 @@ def select(
     selector: Selector,
     candidates: Sequence[Selectable],
     order: Mapping[int, tuple[int, int]] | None = None,
+    placements: Mapping[int, Placement] | None = None,
+    enclosing: Sequence[Sequence[type]] | None = None,
 ) -> list[int]:
     """Indices of the candidates that ``selector`` matches.
 
@@ -234,11 +302,27 @@ def select(
         candidates: the candidate layers.
         order: for ``first`` / ``last``: candidate index -> (position of its first call, position of its last call)
             in execution order. Candidates missing from it never ran and are never first or last.
+        placements: for ``level`` / ``side``: candidate index -> its placement; candidates missing from it match
+            no such selector.
+        enclosing: for ``inside``: per candidate, the classes of the modules that enclose it.
 
     Returns:
         Matching indices in increasing order (at most one or two for a positional selector).
+
+    Raises:
+        ValueError: a structural or positional selector without the information it needs.
     """
-    hits = [i for i, c in enumerate(candidates) if selector.matches_static(c)]
+    if selector.uses_geometry and placements is None:
+        raise ValueError("a level/side selector needs the layers' placements")
+    if selector.inside and enclosing is None:
+        raise ValueError("an inside selector needs the enclosing modules")
+    hits = [
+        i
+        for i, c in enumerate(candidates)
+        if selector.matches_static(c)
+        and selector.matches_placement(placements.get(i) if placements is not None else None)
+        and selector.matches_enclosing(enclosing[i] if enclosing is not None else ())
+    ]
     if not selector.positional:
         return hits
     if order is None:
@@ -307,20 +391,59 @@ def parse_selector(data: Any, src: Source, container: Any, key: Any) -> Selector
             re.compile(name[3:])
         except re.error as exc:
             raise src.error(f"selector 'name' {name!r} is not a valid regular expression: {exc}", data, "name")
+    structure = _parse_structure(data, src)
     flags = {}
     for flag in ("first", "last", "optional"):
         value = data.get(flag, False)
         if not isinstance(value, bool):
             raise src.error(f"selector {flag!r} must be true or false, got {describe_value(value)}", data, flag)
         flags[flag] = value
-    if not (types or name is not None or flags["first"] or flags["last"]):
+    if not (types or name is not None or flags["first"] or flags["last"] or structure):
         raise src.error(
-            "a selector needs at least one of: type, name, first, last "
+            "a selector needs at least one of: type, name, first, last, level, side, inside "
             f"(got {describe_value(dict(data))}); to set options for every layer, use the recipe's `defaults`",
             container,
             key,
         )
-    return Selector(type=types, name=name, **flags)
+    return Selector(type=types, name=name, **structure, **flags)
+
+
+def _parse_structure(data: Mapping[str, Any], src: Source) -> dict[str, Any]:
+    """The ``level``, ``side`` and ``inside`` fields of a selector mapping, validated."""
+    out: dict[str, Any] = {}
+    level = data.get("level")
+    if level is not None:
+        levels = [level] if not isinstance(level, list) else level
+        if not levels or not all(isinstance(v, int) and not isinstance(v, bool) for v in levels):
+            raise src.error(
+                f"selector 'level' must be an integer or a list of integers (0: the input's resolution, 1: half "
+                f"of it, ...), got {describe_value(level)}",
+                data,
+                "level",
+            )
+        out["level"] = tuple(levels)
+    side = data.get("side")
+    if side is not None:
+        if side not in SIDES:
+            raise src.error(
+                f"selector 'side' must be one of {', '.join(SIDES)}.{did_you_mean(str(side), SIDES)} Got "
+                f"{describe_value(side)}",
+                data,
+                "side",
+            )
+        out["side"] = side
+    inside = data.get("inside")
+    if inside is not None:
+        names = [inside] if isinstance(inside, str) else inside
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            raise src.error(
+                f"selector 'inside' must be a class name (CPUp, Attention, mypackage.Block) or a non-empty list of "
+                f"them, got {describe_value(inside)}",
+                data,
+                "inside",
+            )
+        out["inside"] = tuple(names)
+    return out
 
 
 def _parse_types(value: Any, src: Source, data: Any) -> tuple[str, ...]:

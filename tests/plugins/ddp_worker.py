@@ -24,7 +24,8 @@ def main(rank: int, world: int, port: int, out: Path) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(0)  # the same model on every rank
-    model = binarize(ZOO.get("bidiffsr-unet-tiny").build(), "bidiffsr")
+    entry = ZOO.get("bidiffsr-unet-tiny")
+    model = binarize(entry.build(), "bidiffsr", example_inputs=entry.inputs(16))
     ddp = DistributedDataParallel(model, find_unused_parameters=False)
     optimizer = torch.optim.Adam(ddp.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(100 + rank)  # different data on every rank

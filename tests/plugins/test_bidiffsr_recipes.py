@@ -21,6 +21,7 @@ from binarize.plugins.bidiffsr import CPDown, CPUp, CSFusion
 from binarize.zoo import ZOO
 from binarize.zoo.bidiffsr_unet import BiDiffSRUNet
 from unets import FunctionalStyleUNet
+from zoo_unet_checks import assert_release_precision
 
 PAPER_PARAMS_M = {  # BI-DiffSR, Table 1 (x2): parameters in millions
     "bidiffsr": 4.58,
@@ -128,9 +129,10 @@ def test_structure_only_is_exact_for_random_configurations(
 def _tiny_pair() -> tuple[nn.Module, nn.Module]:
     """The tiny UNet binarized with K = 5 and with K = 1 from the same full-precision weights."""
     torch.manual_seed(0)
-    unet = ZOO.get("bidiffsr-unet-tiny").build().eval()
-    five = binarize(unet, "bidiffsr")
-    one = binarize(unet, "bidiffsr-k1")
+    entry = ZOO.get("bidiffsr-unet-tiny")
+    unet = entry.build().eval()
+    five = binarize(unet, "bidiffsr", example_inputs=entry.inputs(16))
+    one = binarize(unet, "bidiffsr-k1", example_inputs=entry.inputs(16))
     return five, one
 
 
@@ -184,8 +186,8 @@ def test_binarized_unet_round_trips_and_trains() -> None:
 
 def test_release_recipe_maps_zero_to_zero() -> None:
     torch.manual_seed(0)
-    unet = ZOO.get("bidiffsr-unet-tiny").build().eval()
-    release = binarize(unet, "bidiffsr-release")
+    entry = ZOO.get("bidiffsr-unet-tiny")
+    release = binarize(entry.build().eval(), "bidiffsr-release", example_inputs=entry.inputs(16))
     layer = next(m for m in release.modules() if isinstance(m, BinaryConv2d))
     assert layer.input_binarizer.sign_of_zero == 0.0 and layer.weight_binarizer.sign_of_zero == 0.0
     fusion = next(m for m in release.modules() if isinstance(m, CSFusion))
@@ -206,7 +208,7 @@ def test_a_unet_written_differently_gets_the_same_blocks() -> None:
     binary = binarize(unet, "bidiffsr", example_inputs=inputs)
     blocks = [m for m in binary.modules() if isinstance(m, (CPDown, CPUp, CSFusion))]
     assert len(blocks) == 10  # the blocks stay whole modules in the binarized model
-    assert all(isinstance(b, BinaryConv2d) and b.shortcut for block in blocks for b in block.branches)
+    assert_release_precision(binary, inputs)
     binary(*inputs).mean().backward()
 
 

@@ -53,7 +53,7 @@ def decide(rules: list[Rule], defaults: dict[str, Any] | None = None) -> dict[st
     ],
 )
 def test_selector_levels(selector: Selector, level: int) -> None:
-    assert selector.level == level
+    assert selector.precedence == level
     assert LEVEL_DEFAULTS < LEVEL_TYPE < LEVEL_PATTERN < LEVEL_POSITION < LEVEL_EXACT
 
 
