@@ -8,6 +8,7 @@ from torch import fx, nn
 
 from binarize._collector import collector_paused
 from binarize.engine import Plan, Report, apply_plan, make_plan
+from binarize.engine.expand import expand_modules, has_expansions
 from binarize.engine.graph_pass import apply_graph_rules
 from binarize.engine.module_copy import deep_copy_module
 from binarize.engine.timestep_route import route_timesteps, timestep_argument
@@ -89,15 +90,19 @@ def _convert(
     shapes = example_inputs if example_inputs is not None else verify  # what tracing and placement run on
     graph = apply_graph_rules(target, resolved, shapes)
     target = graph.model
+    expanded: list[dict[str, Any]] = []
+    refused: list[dict[str, str]] = []
     if structure_only:
         report = Report(recipe=resolved.name, recipe_hash=resolved.hash)
     else:
+        target, expanded, refused = expand_modules(target)
         the_plan = make_plan(target, resolved, example_inputs=shapes)
         target, report = apply_plan(target, the_plan, hand_over=() if inplace else _disposable(target, model))
         target, report.timestep = route_timesteps(target, resolved)
+    report.expanded = expanded
     report.structure_only = structure_only
     report.graph_replaced = graph.replaced
-    report.skipped = [*graph.skipped, *report.skipped]
+    report.skipped = [*graph.skipped, *refused, *report.skipped]
     report.untraced = graph.untraced
     if reference is not None:
         report.verify = compare_outputs(reference, run_model(target, verify), graph.replaced, structure_only)
@@ -137,6 +142,9 @@ def plan(model: nn.Module, recipe: RecipeSpec, *, example_inputs: Any = None) ->
     with collector_paused():
         if resolved.graph_rules:  # plan the network the layer rules will see: the graph rules' result, on a copy
             model = apply_graph_rules(_deep_copy(model), resolved, example_inputs).model
+        elif has_expansions(model):
+            model = _deep_copy(model)
+        model = expand_modules(model)[0]  # on the copy made above, if any module expands
         return make_plan(model, resolved, example_inputs=example_inputs)
 
 

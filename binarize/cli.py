@@ -215,7 +215,7 @@ def summarize(
     fp = _measure(spec.model, inputs, spec.name)
     result = fp
     engine: dict[str, Any] = {
-        "replaced": [], "skipped": [], "graph_replaced": [], "untraced": None, "order_source": None
+        "replaced": [], "skipped": [], "graph_replaced": [], "expanded": [], "untraced": None, "order_source": None
     }
     if recipe is not None:
         from binarize.api import binarize  # imported late: the engine is not needed for FP figures
@@ -244,6 +244,7 @@ def summarize(
         "replaced": list(engine.get("replaced", [])),
         "skipped": list(engine.get("skipped", [])),
         "graph_replaced": list(engine.get("graph_replaced", [])),
+        "expanded": list(engine.get("expanded", [])),
         "untraced": engine.get("untraced"),
         "order_source": engine.get("order_source"),
         "_table": result.format_table(),
@@ -274,6 +275,7 @@ def _format_summary(data: dict[str, Any]) -> str:
             f" ({'function-preserving' if g['function_preserving'] else 'not function-preserving'})"
             for g in data["graph_replaced"]
         ]
+        lines += [f"  expanded {e['name']}: {e['old_type']} => {e['new_type']} ({e['reason']})" for e in data["expanded"]]
         lines += [f"  untraced {u['name'] or '<root>'} ({u['type']}): {u['reason']}" for u in data["untraced"] or []]
         lines += [f"  skipped {s.get('name')} ({s.get('type')}): {s.get('reason')}" for s in data["skipped"]]
     return "\n".join(lines)

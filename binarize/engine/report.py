@@ -37,6 +37,9 @@ class Report:
         recipe_hash: :attr:`binarize.recipe.Recipe.hash` of the recipe applied.
         graph_replaced: per graph-rule rewrite ``{"name", "rule", "pattern", "nodes", "old_types", "new_type",
             "function_preserving"}``.
+        expanded: per layer rewritten so that its linear maps are convertible modules (``nn.MultiheadAttention``,
+            transformers' ``Conv1D``; see :mod:`binarize.nn.expansions`): ``{"name", "old_type", "new_type",
+            "reason", "aliases"}``.
         untraced: modules that tracing could not enter (``{"name", "type", "reason"}``); ``None`` when the recipe
             has no graph rules, so nothing was traced.
         structure_only: whether only the graph rules were applied (no layer was binarized).
@@ -52,6 +55,7 @@ class Report:
     order_source: str | None = None
     recipe_hash: str | None = None
     graph_replaced: list[dict[str, Any]] = field(default_factory=list)
+    expanded: list[dict[str, Any]] = field(default_factory=list)
     untraced: list[dict[str, str]] | None = None
     structure_only: bool = False
     verify: dict[str, Any] | None = None
@@ -66,6 +70,7 @@ class Report:
             "replaced": [dict(r) for r in self.replaced],
             "skipped": [dict(s) for s in self.skipped],
             "graph_replaced": [dict(r) for r in self.graph_replaced],
+            "expanded": [dict(e) for e in self.expanded],
             "untraced": None if self.untraced is None else [dict(u) for u in self.untraced],
             "structure_only": self.structure_only,
             "verify": None if self.verify is None else dict(self.verify),
@@ -86,6 +91,10 @@ class Report:
                 for r in self.graph_replaced
             ]
             lines.append(format_table(("name", "matched", "new_type", "preserving", "rule"), rows))
+        if self.expanded:
+            lines.append("expanded (so that their linear maps are convertible layers):")
+            rows = [(_name(e), e["old_type"], e["new_type"], e["reason"]) for e in self.expanded]
+            lines.append(format_table(("name", "old_type", "new_type", "why"), rows))
         if self.untraced:
             lines.append("untraced (graph rules cannot see inside):")
             rows = [(u["name"] or "<root>", u["type"], u["reason"]) for u in self.untraced]
