@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import fx, nn
 
 from binarize._collector import collector_paused
@@ -27,7 +28,29 @@ def _check_model(model: object) -> nn.Module:
             f"binarize expects a torch.nn.Module, got {type(model).__module__}.{type(model).__qualname__}"
             + (" (a class: instantiate it first)" if isinstance(model, type) else "")
         )
+    if isinstance(model, torch.jit.ScriptModule):
+        raise BinarizeError(
+            f"{type(model).__name__} is a TorchScript module (torch.jit.script / torch.jit.trace): its forward is "
+            f"compiled TorchScript code whose layers binarize cannot replace. Binarize the eager nn.Module, then "
+            f"script or trace the result"
+        )
     return model
+
+
+#: Why a compiled model's result is its original module: kept in the report's notes.
+COMPILED_NOTE = (
+    "the model was compiled with torch.compile: binarize converted the module it wraps (model._orig_mod) and "
+    "returns it uncompiled; call torch.compile on the result to compile it again"
+)
+
+
+def _uncompiled(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """The module a ``torch.compile`` wrapper holds (never run compiled: its graphs were made for the old layers),
+    with the note saying so; any other model as it is."""
+    original = getattr(model, "_orig_mod", None)
+    if isinstance(original, nn.Module) and type(model).__name__ == "OptimizedModule":
+        return original, [COMPILED_NOTE]
+    return model, []
 
 
 def binarize(
@@ -83,6 +106,7 @@ def _convert(
 ) -> nn.Module:
     """The body of :func:`binarize`."""
     _check_model(model)
+    model, notes = _uncompiled(model)
     resolved = load_recipe(recipe)
     timestep_argument(model, resolved)  # a wrong timestep input is an error before anything changes
     reference = run_model(model, verify) if verify is not None else None
@@ -100,6 +124,7 @@ def _convert(
         target, report = apply_plan(target, the_plan, hand_over=() if inplace else _disposable(target, model))
         target, report.timestep = route_timesteps(target, resolved)
     report.expanded = expanded
+    report.notes = [*notes, *report.notes]
     report.structure_only = structure_only
     report.graph_replaced = graph.replaced
     report.skipped = [*graph.skipped, *refused, *report.skipped]
@@ -138,6 +163,7 @@ def plan(model: nn.Module, recipe: RecipeSpec, *, example_inputs: Any = None) ->
         A :class:`~binarize.engine.Plan` (``str()`` gives a table, ``to_dict()`` plain data).
     """
     _check_model(model)
+    model = _uncompiled(model)[0]
     resolved = load_recipe(recipe)
     with collector_paused():
         if resolved.graph_rules:  # plan the network the layer rules will see: the graph rules' result, on a copy

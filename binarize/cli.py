@@ -215,7 +215,8 @@ def summarize(
     fp = _measure(spec.model, inputs, spec.name)
     result = fp
     engine: dict[str, Any] = {
-        "replaced": [], "skipped": [], "graph_replaced": [], "expanded": [], "untraced": None, "order_source": None
+        "replaced": [], "skipped": [], "graph_replaced": [], "expanded": [], "notes": [], "untraced": None,
+        "order_source": None,
     }
     if recipe is not None:
         from binarize.api import binarize  # imported late: the engine is not needed for FP figures
@@ -245,6 +246,7 @@ def summarize(
         "skipped": list(engine.get("skipped", [])),
         "graph_replaced": list(engine.get("graph_replaced", [])),
         "expanded": list(engine.get("expanded", [])),
+        "notes": list(engine.get("notes", [])),
         "untraced": engine.get("untraced"),
         "order_source": engine.get("order_source"),
         "_table": result.format_table(),

@@ -14,7 +14,11 @@ shared between two places is shared in the copy, exactly once):
   ``__getstate__`` copied entry by entry, then ``__setstate__``, which is what the reduce protocol does;
 * plain ``dict`` and ``OrderedDict`` objects: a new one of the same type, keys and values copied in order;
 * a ``set`` or ``tuple`` of immutable atoms (strings, numbers, ``None``): a new set, the same tuple;
-* immutable atoms: themselves.
+* immutable atoms: themselves;
+* a tensor computed with autograd history that a module keeps as a plain attribute (a cache such as timm LeViT's
+  ``attention_bias_cache``, filled by a forward pass with gradients on): a detached copy of its values, since
+  :func:`copy.deepcopy` refuses tensors that are not graph leaves and the copy must not reach into the original's
+  autograd graph.
 
 Tensors (parameters and buffers, with their own ``__deepcopy__``), other modules and every other object go to
 :func:`copy.deepcopy`.
@@ -26,6 +30,7 @@ import copy
 from collections import OrderedDict
 from typing import Any
 
+import torch
 from torch import nn
 
 __all__ = ["deep_copy_module"]
@@ -65,6 +70,10 @@ def _copy(value: Any, memo: dict[int, Any]) -> Any:
         return new
     if (kind is set or kind is tuple) and all(type(item) in _ATOMS for item in value):
         new = set(value) if kind is set else value
+        _remember(value, new, memo)
+        return new
+    if isinstance(value, torch.Tensor) and value.grad_fn is not None:  # a cached intermediate, not a graph leaf
+        new = value.detach().clone()
         _remember(value, new, memo)
         return new
     return copy.deepcopy(value, memo)

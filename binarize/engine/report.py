@@ -40,6 +40,8 @@ class Report:
         expanded: per layer rewritten so that its linear maps are convertible modules (``nn.MultiheadAttention``,
             transformers' ``Conv1D``; see :mod:`binarize.nn.expansions`): ``{"name", "old_type", "new_type",
             "reason", "aliases"}``.
+        notes: what the caller should know about the conversion as a whole (e.g. that a compiled model came back
+            uncompiled).
         untraced: modules that tracing could not enter (``{"name", "type", "reason"}``); ``None`` when the recipe
             has no graph rules, so nothing was traced.
         structure_only: whether only the graph rules were applied (no layer was binarized).
@@ -56,6 +58,7 @@ class Report:
     recipe_hash: str | None = None
     graph_replaced: list[dict[str, Any]] = field(default_factory=list)
     expanded: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     untraced: list[dict[str, str]] | None = None
     structure_only: bool = False
     verify: dict[str, Any] | None = None
@@ -71,6 +74,7 @@ class Report:
             "skipped": [dict(s) for s in self.skipped],
             "graph_replaced": [dict(r) for r in self.graph_replaced],
             "expanded": [dict(e) for e in self.expanded],
+            "notes": list(self.notes),
             "untraced": None if self.untraced is None else [dict(u) for u in self.untraced],
             "structure_only": self.structure_only,
             "verify": None if self.verify is None else dict(self.verify),
@@ -82,6 +86,7 @@ class Report:
             f"binarize report: recipe {self.recipe!r}, {len(self.replaced)} replaced, {len(self.skipped)} skipped"
             + (f" (order from {self.order_source})" if self.order_source else "")
         ]
+        lines += [f"note: {note}" for note in self.notes]
         if self.structure_only:
             lines.append("structure only: graph rules applied, no layer binarized")
         if self.graph_replaced:

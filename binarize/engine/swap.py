@@ -19,6 +19,41 @@ from binarize.nn.handover import handing_over
 __all__ = ["apply_plan", "set_submodule"]
 
 
+def _parameter_holders(model: nn.Module) -> dict[int, int]:
+    """``id(parameter) -> how many (module, attribute) slots hold it`` (a tied weight is held more than once)."""
+    counts: dict[int, int] = {}
+    for module in model.modules():
+        for parameter in module._parameters.values():
+            if parameter is not None:
+                counts[id(parameter)] = counts.get(id(parameter), 0) + 1
+    return counts
+
+
+def _keep_ties(name: str, old: nn.Module, new: nn.Module, holders: dict[int, int]) -> list[str]:
+    """Let ``new`` hold the very parameters ``old`` shared with other slots (tied weights), so they stay tied.
+
+    A binary layer keeps its latent weight in full precision and binarizes it in each forward pass, so sharing it
+    with another layer (an embedding tied to an output projection, an encoder tied to a decoder) shares what the
+    original shared. Returns a note for each tie that cannot be kept (the new layer holds a differently shaped or
+    no such parameter).
+    """
+    notes = []
+    for attribute in ("weight", "bias"):
+        shared = old._parameters.get(attribute)
+        if shared is None or holders.get(id(shared), 0) < 2:
+            continue
+        own = new._parameters.get(attribute) if attribute in new._parameters else None
+        if own is not None and own.shape == shared.shape and own.dtype == shared.dtype and own.device == shared.device:
+            new._parameters[attribute] = shared
+        else:
+            notes.append(
+                f"{name}.{attribute} was tied to another layer's parameter; its binary layer holds "
+                + ("no such parameter" if own is None else f"a {tuple(own.shape)} one")
+                + ", so that tie is not kept"
+            )
+    return notes
+
+
 def set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
     """Replace the submodule at ``path`` (``"layer1.0.conv1"``) by ``module``, on its parent."""
     parent_path, _, attr = path.rpartition(".")
@@ -63,9 +98,12 @@ def apply_plan(
             outcomes.append((i, _handle(decision, handed)))
 
     result = model
+    holders = _parameter_holders(model)
     for i, outcome in outcomes:
         decision = plan.decisions[i]
         candidate = decision.candidate
+        if outcome.replacement is not None:
+            report.notes += _keep_ties(candidate.name, candidate.module, outcome.replacement, holders)
         if outcome.replacement is None:
             report.skipped.append(
                 {"name": candidate.name, "type": candidate.cls.__name__, "reason": outcome.reason or NO_RULE}

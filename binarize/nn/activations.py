@@ -62,6 +62,17 @@ def shifted_prelu(
     return y, z
 
 
+def unviewed(y: Tensor) -> Tensor:
+    """``y`` as a tensor of its own when it is a view (same storage, no view relation).
+
+    A custom autograd Function must not return a view: autograd would then forbid in-place operations on its
+    output (``F.hardswish(y, inplace=True)`` after a binary layer), since they would bypass its backward. The
+    PReLU kernel's result reshaped to the input's shape is such a view; inside ``forward`` (no autograd) detaching
+    it drops the relation without a copy.
+    """
+    return y.detach() if y._base is not None else y
+
+
 def shift_shapes(shift_in: Tensor | None, shift_out: Tensor | None) -> tuple[torch.Size | None, torch.Size | None]:
     """The two shifts' shapes (``None`` for a missing one), which :func:`shifted_prelu_backward` sums gradients to."""
     return (None if shift_in is None else shift_in.shape, None if shift_out is None else shift_out.shape)
@@ -120,7 +131,7 @@ class ShiftedPReLU(torch.autograd.Function):
         ctx.save_for_backward(z, slope)
         ctx.channel_dim = channel_dim
         ctx.shapes = shift_shapes(shift_in, shift_out)
-        return y
+        return unviewed(y)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:

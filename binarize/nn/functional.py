@@ -62,7 +62,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from binarize.binarizers.functions import Surrogate, scalar_like, sign, surrogate_gradient
-from binarize.nn.activations import ShiftedPReLUParameters, shift_shapes, shifted_prelu, shifted_prelu_backward
+from binarize.nn.activations import (
+    ShiftedPReLUParameters,
+    shift_shapes,
+    shifted_prelu,
+    shifted_prelu_backward,
+    unviewed,
+)
 from binarize.nn.channels import ChannelDim
 
 __all__ = ["BinaryOperation", "BinaryWeight", "binary_conv", "binary_linear", "binary_weight", "scaled_binary_weight"]
@@ -130,7 +136,7 @@ class BinaryOperation(torch.autograd.Function):
             y, z = shifted_prelu(y, slope, activation_shift_in, activation_shift_out, channel_dim)
             ctx.activation = (channel_dim, shift_shapes(activation_shift_in, activation_shift_out))
         ctx.save_for_backward(h, weight, alpha, effective, z, slope)
-        return y
+        return unviewed(y)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
@@ -204,6 +210,8 @@ def _autocast_dtype(x: Tensor) -> torch.dtype | None:
     if not x.is_floating_point():
         return None
     device = x.device.type
+    if device == "meta":  # shapes only (a model built on the meta device): no autocast to follow
+        return None
     try:
         return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
     except (TypeError, AttributeError):  # torch < 2.4: per-device functions
