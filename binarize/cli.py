@@ -26,6 +26,7 @@ from torch import nn
 
 from binarize._registry import Registry
 from binarize.cost import CostReport, measure_cost
+from binarize.coverage import explain_full_precision_weights
 from binarize.errors import BinarizeError
 from binarize.specs import ALLOWED_FORMS, resolve_model
 
@@ -228,6 +229,9 @@ def summarize(
         result = _measure(binarized, inputs, f"{spec.name} binarized with {recipe!r}")
     shapes = [list(t.shape) for t in inputs if isinstance(t, torch.Tensor)]
     data = result.to_dict()
+    full_precision_weights = explain_full_precision_weights(
+        result.full_precision_weights, engine if recipe is not None else None
+    )
     return {
         "model": spec.name,
         "recipe": recipe,
@@ -242,6 +246,7 @@ def summarize(
         },
         "layers": data["layers"],
         "functional": data["functional"],
+        "full_precision_weights": full_precision_weights,
         "replaced": list(engine.get("replaced", [])),
         "skipped": list(engine.get("skipped", [])),
         "graph_replaced": list(engine.get("graph_replaced", [])),
@@ -269,6 +274,7 @@ def _format_summary(data: dict[str, Any]) -> str:
             "full-precision reference (before the recipe):",
             f"params  {ref['params_m']:10.4f} M   ops {ref['ops_g']:10.4f} G",
             f"reduction: params x{_fmt_ratio(ratios['params'])}, ops x{_fmt_ratio(ratios['ops'])}",
+            _coverage_line(data),
             "",
             f"replaced {len(data['replaced'])} layer(s), skipped {len(data['skipped'])}",
         ]
@@ -280,7 +286,26 @@ def _format_summary(data: dict[str, Any]) -> str:
         lines += [f"  expanded {e['name']}: {e['old_type']} => {e['new_type']} ({e['reason']})" for e in data["expanded"]]
         lines += [f"  untraced {u['name'] or '<root>'} ({u['type']}): {u['reason']}" for u in data["untraced"] or []]
         lines += [f"  skipped {s.get('name')} ({s.get('type')}): {s.get('reason')}" for s in data["skipped"]]
+        lines += [f"  full precision {w['name']} ({w['macs']:,} MACs): {w['reason']}"
+                  for w in data["full_precision_weights"] if w["reason"] != _skipped_reason(data, w["module"])]
     return "\n".join(lines)
+
+
+def _skipped_reason(data: dict[str, Any], module: str) -> str | None:
+    """The skipped entry's reason for ``module`` (already printed as a skipped layer), or ``None``."""
+    return next((s.get("reason") for s in data["skipped"] if s.get("name") == module), None)
+
+
+def _coverage_line(data: dict[str, Any]) -> str:
+    """``coverage: 93.1% of layer MACs binary; 4 weights stay in full precision (the largest: ...)``."""
+    coverage = data["coverage"]
+    weights = data["full_precision_weights"]
+    line = "coverage: " + ("n/a (no layer MACs)" if coverage is None else f"{100 * coverage:.1f}% of layer MACs binary")
+    if not weights:
+        return line + "; every layer weight is binary"
+    largest = weights[0]
+    return (f"{line}; {len(weights)} weight(s) stay in full precision (the largest by MACs: {largest['name']}, "
+            f"{largest['reason']}); --json lists them all")
 
 
 def _fmt_ratio(value: float | None) -> str:

@@ -29,6 +29,13 @@ What is counted:
   ``native_group_norm``, ``native_layer_norm`` and friends) counts 5 operations per output element
   (``norm_ops``), added to the full-precision operations.
 * Element-wise operations (activations, additions, scales, RPReLU, shortcuts) are not counted, as in the paper.
+* **Coverage**: ``coverage = binary_macs / layer_macs``, the share of the layer MACs (convolutions and matrix
+  products with a weight; attention between activations excluded) that are binary. Every parameter that a layer
+  operation consumes in full precision is listed in ``full_precision_weights`` (``{"name", "module", "type",
+  "shape", "params", "macs", "layer_weight"}``; ``layer_weight``: the module's own ``weight``), with the MACs it
+  takes part in: the weights of full-precision layers, and weights
+  a module uses in a functional call (``F.linear(x, self.proj_weight)``), which no layer rule can reach. A binary
+  layer's weight is not listed, even where its inputs stay in full precision.
 * **Parameters**: ``binary_params`` is the number of weight elements of layers with ``binary_weight is True``
   that ran in the forward pass (a binary layer whose weight the model only uses in functional calls counts as full
   precision, and so do its binary-layer counts);
@@ -212,6 +219,8 @@ class CostReport:
         input_shapes: shapes of the tensor inputs of the measured forward pass.
         layers: one entry per conv/linear-like layer that executed, in execution order.
         functional: attention and normalisation work, per module, in execution order.
+        full_precision_weights: every parameter a layer operation consumed in full precision, ``{"name",
+            "module", "type", "shape", "params", "macs", "layer_weight"}``, by MACs (largest first).
     """
 
     fp_params: int
@@ -225,6 +234,17 @@ class CostReport:
     input_shapes: list[list[int]]
     layers: list[LayerCost] = field(default_factory=list)
     functional: list[FunctionalCost] = field(default_factory=list)
+    full_precision_weights: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def layer_macs(self) -> int:
+        """MACs of layer operations (convolutions and products with a weight), binary or not."""
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def coverage(self) -> float | None:
+        """The binary share of the layer MACs, ``binary_macs / layer_macs`` (``None`` without layer MACs)."""
+        return self.binary_macs / self.layer_macs if self.layer_macs else None
 
     @property
     def params(self) -> int:
@@ -259,6 +279,7 @@ class CostReport:
             "norm_ops": self.norm_ops,
             "binary_layers": self.binary_layers,
             "binary_weight_layers": self.binary_weight_layers,
+            "coverage": self.coverage,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -269,6 +290,7 @@ class CostReport:
             "input_shapes": [list(s) for s in self.input_shapes],
             "layers": layers,
             "functional": [asdict(f) for f in self.functional],
+            "full_precision_weights": [dict(w) for w in self.full_precision_weights],
         }
 
     def format_table(self, *, max_name: int = 48) -> str:
@@ -391,7 +413,13 @@ class _Counter(TorchDispatchMode):
         self.names: dict[nn.Module, str] = {}
         for name, module in model.named_modules():
             self.names.setdefault(module, name)
-        self.param_storages = {_storage_key(p) for p in model.parameters()} - {None}
+        self.param_names: dict[int, str] = {}
+        for name, parameter in model.named_parameters():
+            key = _storage_key(parameter)
+            if key is not None:
+                self.param_names.setdefault(key, name)
+        self.param_storages = set(self.param_names)
+        self.weight_uses: dict[str, list[Any]] = {}  # parameter name -> [module, MACs]
         self.stack: list[nn.Module] = []
         self.layers: dict[nn.Module, _LayerTally] = {}
         self.functional: dict[tuple[nn.Module, str], list[int]] = {}
@@ -445,6 +473,18 @@ class _Counter(TorchDispatchMode):
         tally.macs += macs
         if _flag(module, "is_binary"):
             tally.binary_macs += macs
+        if not _flag(module, "binary_weight"):
+            self._full_precision_use(module, macs, operands)
+
+    def _full_precision_use(self, module: nn.Module, macs: int, operands: list[Any]) -> None:
+        """Attribute ``macs`` to the parameter the operation consumed (or the module's own weight)."""
+        keys = [_storage_key(t) for t in operands if isinstance(t, torch.Tensor)]
+        own = module._parameters.get("weight")
+        own_key = _storage_key(own) if isinstance(own, torch.Tensor) else None
+        key = next((k for k in keys if k in self.param_names), own_key)
+        if key is None or key not in self.param_names:
+            return
+        self.weight_uses.setdefault(self.param_names[key], [module, 0, key == own_key])[1] += macs
 
     def _functional(self, kind: str, ops: int) -> None:
         entry = self.functional.setdefault((self.current, kind), [0, 0])
@@ -565,6 +605,13 @@ def measure_cost(model: nn.Module, example_inputs: Any) -> CostReport:
     ]
     layer_macs = sum(layer.macs for layer in layers)
     binary_macs = sum(layer.binary_macs for layer in layers)
+    parameters = dict(model.named_parameters())
+    full_precision_weights = [
+        {"name": name, "module": counter.names.get(module, ""), "type": type(module).__name__,
+         "shape": list(parameters[name].shape), "params": parameters[name].numel(), "macs": macs,
+         "layer_weight": own}
+        for name, (module, macs, own) in sorted(counter.weight_uses.items(), key=lambda item: -item[1][1])
+    ]
     attention_macs = sum(f.ops for f in functional if f.kind == "attention")
     norm_ops = sum(f.ops for f in functional if f.kind == "norm")
     ran = list(counter.layers)
@@ -580,4 +627,5 @@ def measure_cost(model: nn.Module, example_inputs: Any) -> CostReport:
         input_shapes=[list(t.shape) for t in inputs if isinstance(t, torch.Tensor)],
         layers=layers,
         functional=functional,
+        full_precision_weights=full_precision_weights,
     )
