@@ -42,6 +42,10 @@ HANDLERS: Registry[Handler] = Registry("rule handler")
 def binarize_layer(decision: Decision) -> Outcome:
     """Build the binary twin of the candidate with the decision's merged options.
 
+    A layer that the recorded forward pass did not reach (a branch the example inputs did not take, or a weight the
+    model only uses in functional calls) is converted like any other; the report marks it as not seen in the
+    example pass (``executed: False``).
+
     An :class:`~binarize.errors.UnsupportedLayerError` (an option the layer cannot honour, e.g. ``shortcut: true``
     on a layer that changes shapes) becomes a skipped layer with that message; a ``TypeError`` / ``ValueError``
     (e.g. an invalid binarizer argument) is a :class:`~binarize.errors.RecipeError` at the deciding rule.
@@ -49,12 +53,6 @@ def binarize_layer(decision: Decision) -> Outcome:
     from binarize.nn import binary_class_for
 
     module = decision.candidate.module
-    if decision.executed is False:
-        return Outcome(
-            reason="never ran as a module in the recorded forward pass (the model may use its weight in a functional "
-            "call such as F.linear(x, self.qkv.weight), or the layer sits in a branch that pass did not take), so a "
-            "binary layer there would compute nothing"
-        )
     cls = binary_class_for(module)
     if cls is None:  # find_candidates only yields convertible layers; kept for plugins' own candidates
         return Outcome(reason=f"no binary class for {type(module).__name__}")

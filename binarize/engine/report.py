@@ -129,4 +129,5 @@ class Report:
 
 def _name(entry: dict[str, Any]) -> str:
     aliases = entry.get("aliases") or []
-    return (entry["name"] or "<root>") + (f" (= {', '.join(aliases)})" if aliases else "")
+    unseen = " (not seen in the example pass)" if entry.get("executed") is False else ""
+    return (entry["name"] or "<root>") + (f" (= {', '.join(aliases)})" if aliases else "") + unseen

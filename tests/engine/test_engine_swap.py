@@ -15,6 +15,7 @@ from torch import nn
 
 import binarize.api as api
 from binarize.api import binarize, plan
+from binarize.coverage import weight_coverage
 from binarize.engine import HANDLERS, Outcome, Report
 from binarize.errors import BinarizeError, RecipeError
 from binarize.nn import BinaryConv2d, BinaryLinear
@@ -278,13 +279,15 @@ class _FunctionalUse(nn.Module):
         return torch.nn.functional.linear(self.used(x), self.bypassed.weight, self.bypassed.bias)
 
 
-def test_layers_that_never_run_are_left_alone_and_reported() -> None:
+def test_layers_the_example_pass_does_not_reach_are_converted_and_marked() -> None:
     model = _FunctionalUse()
     out = binarize(model, "identity", example_inputs=torch.zeros(2, 4))
     report = out.binarize_report
-    assert [(r["name"], r["executed"]) for r in report.replaced] == [("used", True)]
-    (skipped,) = [s for s in report.skipped if s["name"] == "bypassed"]
-    assert "never ran as a module" in skipped["reason"] and type(out.bypassed) is nn.Linear
+    assert [(r["name"], r["executed"]) for r in report.replaced] == [("used", True), ("bypassed", False)]
+    assert "bypassed (not seen in the example pass)" in str(report)
+    # the functional use still reads the (full-precision) weight, which coverage names
+    found = {w["name"]: w for w in weight_coverage(out, (torch.zeros(2, 4),))["full_precision_weights"]}
+    assert found["bypassed.weight"]["reason"].startswith("used in a functional call")
     # Without a recorded forward pass nothing is known: the layer is converted and marked unknown.
     unknown = binarize(model, "identity").binarize_report
     assert {r["executed"] for r in unknown.replaced} == {None}
