@@ -83,7 +83,7 @@ def binarize(
 
     Returns:
         The converted model (a new object unless ``inplace=True``), with ``model.binarize_report`` set to a
-        :class:`~binarize.engine.Report` listing every replacement and every skipped layer.
+            :class:`~binarize.engine.Report` listing every replacement and every skipped layer.
 
     Raises:
         TypeError: ``model`` is not a module.

@@ -131,7 +131,8 @@ class GraphRule:
         within: a glob (or ``re:`` regex) that the first call's module path must match, if given.
         optional: matching nothing is fine (otherwise :func:`binarize.binarize` raises).
         context: the number of leading steps that locate a match without being replaced.
-        file, line: where the rule was read from (not part of equality).
+        file: the recipe file the rule was read from (not part of equality).
+        line: its line in that file (not part of equality).
     """
 
     pattern: tuple[Any, ...]
