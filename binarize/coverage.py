@@ -63,12 +63,14 @@ def explain_full_precision_weights(
         return [{**w, "reason": "the model was not binarized (no recipe)"} for w in weights]
     skipped = {entry["name"]: entry["reason"] for entry in report.get("skipped", [])}
     untraced = report.get("untraced") or []
-    return [{**w, "reason": _reason(w, skipped, untraced)} for w in weights]
-
-
-def _reason(weight: dict[str, Any], skipped: dict[str, str], untraced: list[dict[str, str]]) -> str:
-    module = weight["module"]
     layer_types = {cls.__name__ for cls in float_layer_types()}
+    return [{**w, "reason": _reason(w, skipped, untraced, layer_types)} for w in weights]
+
+
+def _reason(
+    weight: dict[str, Any], skipped: dict[str, str], untraced: list[dict[str, str]], layer_types: set[str]
+) -> str:
+    module = weight["module"]
     is_layer_weight = weight["layer_weight"] and weight["type"] in layer_types
     if is_layer_weight and module in skipped:
         return skipped[module]

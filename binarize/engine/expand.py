@@ -34,8 +34,8 @@ def expand_modules(model: nn.Module) -> tuple[nn.Module, list[dict[str, Any]], l
     paths: dict[int, list[str]] = {}
     modules: dict[int, nn.Module] = {}
     for name, module in model.named_modules(remove_duplicate=False):
-        if expansion_for(module) is None or any(name.startswith(p + ".") for p in _expanded_prefixes(paths)):
-            continue
+        if expansion_for(module) is None or any(_inside(name, p) for names in paths.values() for p in names):
+            continue  # a module inside one being expanded goes with it
         paths.setdefault(id(module), []).append(name)
         modules[id(module)] = module
     expanded: list[dict[str, Any]] = []
@@ -61,5 +61,6 @@ def expand_modules(model: nn.Module) -> tuple[nn.Module, list[dict[str, Any]], l
     return model, expanded, skipped
 
 
-def _expanded_prefixes(paths: dict[int, list[str]]) -> list[str]:
-    return [p for names in paths.values() for p in names]
+def _inside(name: str, owner: str) -> bool:
+    """Whether the module path ``name`` lies strictly inside ``owner`` (every path lies inside the root ``""``)."""
+    return name != owner and (not owner or name.startswith(owner + "."))

@@ -38,9 +38,10 @@ def layer_placements(model: nn.Module, modules: Sequence[nn.Module], example_inp
     every module's ``training`` flag is restored afterwards.
     """
     args, kwargs = call_arguments(example_inputs)
-    reference = _largest_spatial(leaves((args, kwargs), torch.Tensor))
-    if reference is None:
+    sizes = _spatial_sizes(leaves((args, kwargs), torch.Tensor))
+    if not sizes:
         return {}
+    reference = max(sizes, key=math.prod)
     index_of = {id(m): i for i, m in enumerate(modules)}
     first_calls: dict[int, tuple[int, tuple[int, ...] | None]] = {}
     counter = [0]
@@ -48,7 +49,7 @@ def layer_placements(model: nn.Module, modules: Sequence[nn.Module], example_inp
     def note(module: nn.Module, inputs: tuple[Any, ...]) -> None:
         index = index_of[id(module)]
         if index not in first_calls:
-            first_calls[index] = (counter[0], _spatial(leaves(inputs, torch.Tensor)))
+            first_calls[index] = (counter[0], next(iter(_spatial_sizes(leaves(inputs, torch.Tensor))), None))
         counter[0] += 1
 
     unique = {id(m): m for m in modules}.values()
@@ -73,14 +74,9 @@ def layer_placements(model: nn.Module, modules: Sequence[nn.Module], example_inp
     return _with_sides(levels, {i: position for i, (position, _) in first_calls.items()})
 
 
-def _spatial(tensors: list[torch.Tensor]) -> tuple[int, ...] | None:
-    """The spatial size of the first tensor with spatial dimensions (``(N, C, *spatial)`` with two or more)."""
-    return next((tuple(int(s) for s in t.shape[2:]) for t in tensors if t.dim() >= 4), None)
-
-
-def _largest_spatial(tensors: list[torch.Tensor]) -> tuple[int, ...] | None:
-    sizes = [tuple(int(s) for s in t.shape[2:]) for t in tensors if t.dim() >= 4]
-    return max(sizes, key=math.prod) if sizes else None
+def _spatial_sizes(tensors: list[torch.Tensor]) -> list[tuple[int, ...]]:
+    """The spatial sizes of the tensors with spatial dimensions (``(N, C, *spatial)`` with two or more), in order."""
+    return [tuple(int(s) for s in t.shape[2:]) for t in tensors if t.dim() >= 4]
 
 
 def _level(reference: tuple[int, ...], size: tuple[int, ...]) -> int:

@@ -42,6 +42,7 @@ __all__ = [
     "split_comparison",
     "evaluate_expression",
     "find_matches",
+    "flat_nodes",
 ]
 
 
@@ -389,13 +390,14 @@ class Match:
         inside = set(self.replaced)
         seen: list[fx.Node] = []
         for node in self.replaced:
-            for arg in _flat_nodes((node.args, node.kwargs)):
+            for arg in flat_nodes((node.args, node.kwargs)):
                 if arg not in inside and arg.op != "get_attr" and arg not in seen:
                     seen.append(arg)
         return seen
 
 
-def _flat_nodes(value: Any) -> list[fx.Node]:
+def flat_nodes(value: Any) -> list[fx.Node]:
+    """The graph nodes inside a node argument (nested tuples, lists and dicts), in order."""
     out: list[fx.Node] = []
     fx.node.map_arg(value, lambda n: out.append(n) or n)
     return out

@@ -27,7 +27,7 @@ from typing import Any
 from torch import fx, nn
 
 from binarize.engine.graph_factories import register_graph_factory
-from binarize.engine.patterns import FUNCTIONS, Match
+from binarize.engine.patterns import FUNCTIONS, Match, flat_nodes
 from binarize.errors import UnsupportedLayerError
 from binarize.plugins.bidiffsr.blocks import PARITIES, CPDown, CPUp, CSFusion, SizedCPUp
 
@@ -125,9 +125,7 @@ def _size(match: Match) -> Any:
     if isinstance(module, nn.Upsample):
         return module.size
     value = FUNCTIONS.get("interpolate").bind(node).get("size")
-    nodes: list[fx.Node] = []
-    fx.node.map_arg(value, nodes.append)
-    return COMPUTED if nodes else value
+    return COMPUTED if flat_nodes(value) else value
 
 
 #: Stands for a ``size=`` computed in the forward pass (e.g. ``skip.shape[-2:]``).
@@ -152,8 +150,14 @@ def _doubled_size(match: Match, size: Any) -> tuple[int, int] | None:
 
 
 def _spatial(value: Any) -> tuple[int, int] | None:
-    shape = value.meta.get("shape") if isinstance(value, fx.Node) else None
+    """The height and width of a traced 4-d value, when the trace carried its shape."""
+    shape = _traced_shape(value)
     return (int(shape[-2]), int(shape[-1])) if shape is not None and len(shape) == 4 else None
+
+
+def _traced_shape(value: Any) -> tuple[int, ...] | None:
+    """A traced value's shape (``node.meta["shape"]``, set by tracing with example inputs), or ``None``."""
+    return value.meta.get("shape") if isinstance(value, fx.Node) else None
 
 
 def _is_two(scale: Any) -> bool:
@@ -212,6 +216,6 @@ def cs_fusion(match: Match, parity: str = "opposite", **args: Any) -> nn.Module:
 
 def _channels(value: Any) -> int | None:
     """The channel count (dim 1) of a traced value, when the trace carried its shape."""
-    shape = value.meta.get("shape") if isinstance(value, fx.Node) else None
+    shape = _traced_shape(value)
     return int(shape[1]) if shape is not None and len(shape) > 1 else None
 
