@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_text_atomic"]
+__all__ = ["atomic_path", "decode_text", "write_text_atomic"]
 
 
 @contextmanager
@@ -42,3 +42,33 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def decode_text(data: bytes, what: str) -> str:
+    r"""``data`` decoded as UTF-8 (a leading byte-order mark dropped), or ``ValueError`` naming the byte.
+
+    Text files (recipes, experiment configs) are UTF-8. A file in another encoding (Latin-1, UTF-16) or a binary
+    file (an image passed by mistake) is reported with the offending byte, its position and ``what`` the file was
+    expected to be; the caller puts the file's name in front.
+
+    Examples:
+        >>> decode_text(b"name: caf\xc3\xa9", "a recipe")
+        'name: café'
+        >>> decode_text(b"name: caf\xe9", "a recipe")
+        Traceback (most recent call last):
+        ...
+        ValueError: not a UTF-8 text file (byte 0xe9 at offset 9; perhaps Latin-1 or another 8-bit encoding); a recipe is UTF-8 YAML: save it as UTF-8, or check that this is the file you meant
+    """
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            kind = "it starts with a UTF-16 byte-order mark"
+        elif b"\x00" in data[:1024]:
+            kind = "it looks like binary data"
+        else:
+            kind = "perhaps Latin-1 or another 8-bit encoding"
+        raise ValueError(
+            f"not a UTF-8 text file (byte 0x{data[exc.start]:02x} at offset {exc.start}; {kind}); "
+            f"{what} is UTF-8 YAML: save it as UTF-8, or check that this is the file you meant"
+        ) from None

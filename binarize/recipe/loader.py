@@ -39,6 +39,8 @@ from typing import Any
 
 import yaml
 
+from binarize._files import decode_text
+
 from binarize.errors import RecipeError, UnknownNameError
 from binarize.recipe.actions import ACTIONS
 from binarize.recipe.graph_rules import parse_graph_rules
@@ -158,9 +160,10 @@ def _load_file(
     path: Path, stack: tuple[str, ...], *, src: Source | None = None, container: Any = None, key: Any = None
 ) -> Recipe:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        message = f"cannot read recipe file {str(path)!r}: {exc.strerror or exc}"
+        text = decode_text(path.read_bytes(), "a recipe")
+    except (OSError, ValueError) as exc:
+        reason = (exc.strerror or exc) if isinstance(exc, OSError) else exc
+        message = f"cannot read recipe file {str(path)!r}: {reason}"
         if src is not None:
             raise src.error(message, container, key) from None
         raise RecipeError(message, file=str(path)) from None

@@ -6,14 +6,22 @@ same recipe and loads the weights. Files are written atomically (a temporary fil
 ``os.replace``), so an interrupted run never leaves a half-written checkpoint: every ``*.safetensors`` file in a
 run's ``checkpoints/`` folder is complete.
 
+Nothing damaged is used silently. Every tensor's SHA-256 (over its dtype, shape and bytes) is stored in the metadata
+and checked on every read, so flipped bits, a truncated tensor, or tensors removed from or added to the file are
+reported by name instead of training on garbage. A file whose weights hold NaN or infinity is refused on read and
+never written.
+
 Layout: tensors ``model.<name>`` (the state dict) and ``optim.<index>.<key>`` (Adam's per-parameter state); string
 metadata ``format``, ``config`` (JSON), ``recipe`` (JSON or ``null``), ``recipe_hash``, ``step``, ``optim_groups``
-(JSON).
+(JSON) and ``checksums`` (JSON: tensor name to SHA-256 hex digest). Files of the first format
+(``binarize-checkpoint/1``) have no checksums; they are read with every other check.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +33,18 @@ from torch import nn
 
 from binarize._files import atomic_path
 from binarize.errors import BinarizeError
-from binarize.training.config import ExperimentConfig, load_config
+from binarize.training.config import ConfigError, ExperimentConfig, load_config
 
-__all__ = ["Checkpoint", "CheckpointError", "FORMAT", "compact_checkpoint", "latest_checkpoint", "read_checkpoint", "write_checkpoint"]
+__all__ = [
+    "Checkpoint", "CheckpointError", "FORMAT", "compact_checkpoint", "latest_checkpoint", "read_checkpoint",
+    "tensor_checksum", "write_checkpoint",
+]
 
-FORMAT = "binarize-checkpoint/1"
+FORMAT = "binarize-checkpoint/2"
+#: Earlier formats this version reads (``/1``: the same layout without checksums).
+_READABLE = (FORMAT, "binarize-checkpoint/1")
+#: How many names an error message lists before "and N more".
+_NAMES_SHOWN = 4
 
 
 class CheckpointError(BinarizeError):
@@ -60,7 +75,7 @@ class Checkpoint:
 
 
 def _metadata(config: ExperimentConfig, recipe: dict[str, Any] | None, recipe_hash: str, step: int,
-              groups: Any) -> dict[str, str]:
+              groups: Any, tensors: Mapping[str, torch.Tensor]) -> dict[str, str]:
     return {
         "format": FORMAT,
         "config": json.dumps(config.to_dict()),
@@ -68,7 +83,40 @@ def _metadata(config: ExperimentConfig, recipe: dict[str, Any] | None, recipe_ha
         "recipe_hash": recipe_hash,
         "step": str(step),
         "optim_groups": json.dumps(groups),
+        "checksums": json.dumps({name: tensor_checksum(value) for name, value in sorted(tensors.items())}),
     }
+
+
+def tensor_checksum(tensor: torch.Tensor) -> str:
+    """SHA-256 hex digest of a tensor's dtype, shape and bytes (the checksum stored in a checkpoint).
+
+    Examples:
+        >>> tensor_checksum(torch.zeros(2)) == tensor_checksum(torch.zeros(2))
+        True
+        >>> tensor_checksum(torch.zeros(2)) == tensor_checksum(torch.zeros(1, 2))
+        False
+    """
+    digest = hashlib.sha256(f"{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    if flat.numel():
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:_NAMES_SHOWN])
+    return shown + (f" and {len(names) - _NAMES_SHOWN} more ({len(names)} in all)" if len(names) > _NAMES_SHOWN else "")
+
+
+def _non_finite(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors holding NaN or infinity, each with how many such values."""
+    found = []
+    for name, value in tensors.items():
+        if value.is_floating_point() or value.is_complex():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                found.append(f"{name} ({bad} of {value.numel()} values)")
+    return found
 
 
 def write_checkpoint(
@@ -90,7 +138,13 @@ def write_checkpoint(
             for key, value in values.items():
                 tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
         groups = state["param_groups"]
-    metadata = _metadata(config, recipe, recipe_hash, step, groups)
+    bad = _non_finite(tensors)
+    if bad:
+        raise CheckpointError(
+            f"not writing {str(path)!r}: NaN or infinity in {_names(bad)}; the training "
+            "diverged, so earlier checkpoints are kept as they are"
+        )
+    metadata = _metadata(config, recipe, recipe_hash, step, groups, tensors)
     target = Path(path)
     with atomic_path(target) as temporary:
         save_file(tensors, str(temporary), metadata=metadata)
@@ -98,10 +152,13 @@ def write_checkpoint(
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint written by :func:`write_checkpoint`.
+    """Read a checkpoint written by :func:`write_checkpoint` and check it.
 
     Raises:
-        CheckpointError: a missing, unreadable or foreign file.
+        CheckpointError: a missing, unreadable or foreign file; metadata that is not what :func:`write_checkpoint`
+            writes (broken JSON, a missing field, a config that does not validate); tensors whose bytes do not match
+            their checksums, or that are missing or unexpected; weights or optimiser state holding NaN or infinity.
+            The message names the file and what is wrong.
     """
     source = Path(path)
     if not source.is_file():
@@ -110,15 +167,27 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         with safe_open(str(source), framework="pt") as handle:
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
-    except (SafetensorError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{source} is not a readable safetensors checkpoint ({exc})") from None
-    if metadata.get("format") != FORMAT:
+    if metadata.get("format") not in _READABLE:
         raise CheckpointError(
             f"{source} is not a binarize checkpoint (format {metadata.get('format')!r}, expected {FORMAT!r})"
         )
-    config = load_config(json.loads(metadata["config"]))
+    fields = _Fields(source, metadata)
+    if metadata["format"] == FORMAT:
+        _check_tensors(source, tensors, fields.json("checksums", dict))
+    bad = _non_finite(tensors)
+    if bad:
+        raise CheckpointError(
+            f"{source}: NaN or infinity in {_names(bad)}; the run that wrote it diverged or "
+            "the file was changed afterwards; use an earlier checkpoint"
+        )
+    try:
+        config = load_config(fields.json("config", dict))
+    except ConfigError as exc:
+        raise CheckpointError(f"{source}: the experiment config in its metadata does not validate: {exc}") from None
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    groups = json.loads(metadata.get("optim_groups", "null"))
+    groups = fields.json("optim_groups", (list, type(None)))
     optimizer_state = None
     if groups is not None:
         per_param: dict[int, dict[str, torch.Tensor]] = {}
@@ -128,9 +197,62 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                 per_param.setdefault(int(index), {})[name] = value
         optimizer_state = {"state": per_param, "param_groups": groups}
     return Checkpoint(
-        source, config, json.loads(metadata["recipe"]), metadata["recipe_hash"], int(metadata["step"]), model_state,
-        optimizer_state,
+        source, config, fields.json("recipe", (dict, type(None))), fields.text("recipe_hash"), fields.step(),
+        model_state, optimizer_state,
     )
+
+
+class _Fields:
+    """The metadata fields of a checkpoint, each checked for presence and type with the file named on failure."""
+
+    def __init__(self, source: Path, metadata: dict[str, str]) -> None:
+        self.source, self.metadata = source, metadata
+
+    def text(self, key: str) -> str:
+        if key not in self.metadata:
+            raise CheckpointError(
+                f"{self.source}: its metadata lacks the field {key!r} (it has {', '.join(sorted(self.metadata))}); "
+                "the file was not written by `binarize train` or was edited"
+            )
+        return self.metadata[key]
+
+    def json(self, key: str, kinds: type | tuple[type, ...]) -> Any:
+        text = self.text(key)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{self.source}: the metadata field {key!r} is not valid JSON ({exc})") from None
+        if not isinstance(value, kinds):
+            raise CheckpointError(
+                f"{self.source}: the metadata field {key!r} holds a {type(value).__name__}, not what "
+                "`binarize train` writes there"
+            )
+        return value
+
+    def step(self) -> int:
+        text = self.text("step")
+        if not text.isdigit():
+            raise CheckpointError(f"{self.source}: the metadata field 'step' is {text!r}, not a count of steps")
+        return int(text)
+
+
+def _check_tensors(source: Path, tensors: Mapping[str, torch.Tensor], checksums: dict[str, Any]) -> None:
+    """Raise :class:`CheckpointError` unless ``tensors`` are exactly the checksummed tensors, byte for byte."""
+    missing = sorted(set(checksums) - set(tensors))
+    extra = sorted(set(tensors) - set(checksums))
+    damaged = sorted(name for name in set(checksums) & set(tensors) if tensor_checksum(tensors[name]) != checksums[name])
+    problems = []
+    if damaged:
+        problems.append(f"data that does not match the stored checksum in {_names(damaged)}")
+    if missing:
+        problems.append(f"tensors it was written with are missing: {_names(missing)}")
+    if extra:
+        problems.append(f"tensors were added after it was written: {_names(extra)}")
+    if problems:
+        raise CheckpointError(
+            f"{source} is damaged: {'; '.join(problems)}. It was changed after it was written (a disk or copy "
+            "error, or an edit); use an earlier checkpoint or copy the file again"
+        )
 
 
 def compact_checkpoint(source: str | Path, target: str | Path, *, dtype: torch.dtype = torch.float16) -> Path:
@@ -145,7 +267,7 @@ def compact_checkpoint(source: str | Path, target: str | Path, *, dtype: torch.d
         f"model.{key}": (value.to(dtype) if value.is_floating_point() else value).contiguous()
         for key, value in found.model_state.items()
     }
-    metadata = _metadata(found.config, found.recipe, found.recipe_hash, found.step, None)
+    metadata = _metadata(found.config, found.recipe, found.recipe_hash, found.step, None, tensors)
     destination = Path(target)
     destination.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(destination) as temporary:

@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from binarize._files import decode_text
 from binarize.errors import BinarizeError
 from binarize.recipe.source import did_you_mean
 
@@ -289,7 +290,9 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None, overrides:
         if not path.is_file() and isinstance(source, str) and (shipped := _shipped(source)) is not None:
             path = shipped
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = yaml.safe_load(decode_text(path.read_bytes(), "an experiment config"))
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
         except OSError as exc:
             hint = did_you_mean(str(source), available_experiments())
             raise ConfigError(
@@ -303,4 +306,9 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None, overrides:
             raise ConfigError(f"{path}: an experiment config is a mapping of keys, got {type(data).__name__}")
     for assignment in overrides:
         _override(data, assignment)
-    return _build(ExperimentConfig, data, "").validate()
+    try:
+        return _build(ExperimentConfig, data, "").validate()
+    except ConfigError as exc:
+        if source is None or isinstance(source, Mapping):
+            raise
+        raise ConfigError(f"{path}: {exc}") from None

@@ -18,6 +18,7 @@ per logged step: ``step``, ``loss``, ``steps_per_s``, ``elapsed_s`` and, on eval
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +37,14 @@ from binarize.training.config import ExperimentConfig
 from binarize.training.data import held_out_batch, held_out_loss, patch_dataset
 from binarize.training.model import build_model
 
-__all__ = ["TrainResult", "step_seed", "train"]
+__all__ = ["DivergedError", "TrainResult", "step_seed", "train"]
+
+#: How many names or differences an error message lists.
+_SHOWN = 4
+
+
+class DivergedError(CheckpointError):
+    """The training loss became NaN or infinite; the run stopped without writing a checkpoint of that state."""
 
 
 @dataclass
@@ -118,6 +126,7 @@ def train(
     stop_after: int | None = None,
     echo: Callable[[str], None] = print,
     device: str | None = None,
+    weights_only: bool = False,
 ) -> TrainResult:
     """Train ``config`` (resuming from the run folder's latest checkpoint unless ``resume=False``).
 
@@ -128,6 +137,14 @@ def train(
         stop_after: stop after this many steps of this call (for tests and time-boxed runs), after checkpointing.
         echo: where one-line messages go (rank 0).
         device: ``cpu``, ``cuda``, ...; default: this process's CUDA device when CUDA is available, else the CPU.
+        weights_only: resume from a checkpoint without (complete) optimiser state, starting Adam afresh from its
+            weights; without it such a checkpoint is an error, since a fresh Adam state changes the training.
+
+    Raises:
+        DivergedError: the loss became NaN or infinite (the step, the last good checkpoint and what to try are in
+            the message; no checkpoint of the diverged state is written).
+        CheckpointError: the checkpoint to resume from is damaged, was trained with another recipe or model, or
+            lacks optimiser state (without ``weights_only``).
     """
     place = _Distributed.from_environment()
     where = _device(place, device)
@@ -141,7 +158,7 @@ def train(
     )
     start, resumed_from = 0, None
     if found is not None:
-        start = _restore(found, model, optimizer, built.recipe_hash, config)
+        start = _restore(found, model, optimizer, built, config, weights_only=weights_only)
         resumed_from = found
         if place.main:
             echo(f"resuming from {found} (step {start})")
@@ -173,11 +190,14 @@ def train(
             t = draw_timesteps(hr.shape[0], schedule.steps, generator, per_sample=config.diffusion.per_sample_t)
             noise = torch.randn(hr.shape, generator=generator).to(where)
             loss = training_loss(wrapped, schedule, target, hr, cond, t, noise)
+            value = _agreed_loss(loss, place)
+            if not math.isfinite(value):
+                raise _diverged(step + 1, value, last, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             in_step = True  # only the optimiser step changes what a checkpoint holds
             optimizer.step()
-            losses.append(float(loss.detach()))
+            losses.append(value)
             in_step = False
             done = step + 1
             record: dict[str, Any] = {"step": done, "loss": losses[-1]}
@@ -225,22 +245,109 @@ def _save(folder: Path, model: nn.Module, optimizer: Any, config: ExperimentConf
     return path
 
 
-def _restore(path: Path, model: nn.Module, optimizer: Any, recipe_hash: str, config: ExperimentConfig) -> int:
+def _agreed_loss(loss: Tensor, place: _Distributed) -> float:
+    """This process's loss as a float; under DDP, NaN on every rank when any rank's loss is not finite (so all
+    ranks stop together instead of waiting for a gradient exchange that never comes)."""
+    value = float(loss.detach())
+    if place.world > 1:
+        flag = torch.tensor([0.0 if math.isfinite(value) else 1.0], device=loss.device)
+        dist.all_reduce(flag)
+        if flag.item():
+            return math.nan
+    return value
+
+
+def _diverged(step: int, value: float, last: Path | None, config: ExperimentConfig) -> DivergedError:
+    kept = (f"the last good checkpoint is {last}, and the run resumes from it" if last is not None
+            else "no checkpoint was written yet")
+    return DivergedError(
+        f"step {step}: the training loss is {value} (the network diverged); stopped without writing a checkpoint "
+        f"of this state: {kept}. Lower the learning rate (--set optim.lr=..., now {config.optim.lr:g}) or check the "
+        "data and the initial weights"
+    )
+
+
+def _restore(path: Path, model: nn.Module, optimizer: Any, built: Any, config: ExperimentConfig, *,
+             weights_only: bool) -> int:
     checkpoint = read_checkpoint(path)
-    if checkpoint.recipe_hash != recipe_hash:
+    if checkpoint.recipe_hash != built.recipe_hash:
         raise CheckpointError(
-            f"{path} was trained with another recipe (hash {checkpoint.recipe_hash[:12] or 'none'}, this config's is "
-            f"{recipe_hash[:12] or 'none'}); use another `out` folder, or the recipe it was trained with"
+            f"{path} was trained with {_recipe_name(checkpoint.recipe)}, this config binarizes with "
+            f"{_recipe_name(built.recipe)}; they differ in {_recipe_differences(checkpoint.recipe, built.recipe)}. "
+            "Use another `out` folder, or the recipe it was trained with"
         )
     if checkpoint.config.model != config.model or checkpoint.config.model_args != config.model_args:
         raise CheckpointError(
             f"{path} holds {checkpoint.config.model} {checkpoint.config.model_args}, not {config.model} "
             f"{config.model_args}; use another `out` folder"
         )
-    model.load_state_dict(checkpoint.model_state)
-    if checkpoint.optimizer_state is not None:
-        optimizer.load_state_dict(checkpoint.optimizer_state)
+    try:
+        model.load_state_dict(checkpoint.model_state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: its weights do not fit {config.model} ({_first_problem(exc)})") from None
+    missing = _missing_optimizer_state(checkpoint.optimizer_state, optimizer)
+    if missing is None:
+        return checkpoint.step
+    if not weights_only:
+        raise CheckpointError(
+            f"{path} lacks {missing}, so resuming would restart Adam's moments and change the training; resume "
+            "from an earlier checkpoint, or pass --resume-weights-only to continue from its weights with a fresh "
+            "optimiser"
+        )
     return checkpoint.step
+
+
+def _missing_optimizer_state(state: dict[str, Any] | None, optimizer: Any) -> str | None:
+    """What optimiser state a checkpoint lacks (``None``: complete), loading it into ``optimizer`` when complete."""
+    if state is None:
+        return "the optimiser state (a weights-only file)"
+    complete = frozenset().union(*state["state"].values())
+    partial = [str(index) for index, values in state["state"].items() if frozenset(values) != complete]
+    if partial:
+        more = " ..." if len(partial) > _SHOWN else ""
+        return f"part of the optimiser state (of parameters {', '.join(partial[:_SHOWN])}{more})"
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        return f"optimiser state that fits this model ({_first_problem(exc)})"
+    return None
+
+
+def _first_problem(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:2])[:300]
+
+
+def _recipe_name(recipe: dict[str, Any] | None) -> str:
+    return "full precision (no recipe)" if recipe is None else f"the recipe {recipe.get('name', '?')!r}"
+
+
+def _recipe_differences(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str:
+    """The keys where two resolved recipes differ, as ``path: old -> new`` (the first few)."""
+    changes = list(_differences(old, new, "recipe"))
+    shown = "; ".join(changes[:_SHOWN])
+    return shown + (f" and {len(changes) - _SHOWN} more" if len(changes) > _SHOWN else "")
+
+
+def _differences(old: Any, new: Any, where: str) -> Iterator[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [*old, *(k for k in new if k not in old)]:
+            if key not in new:
+                yield f"{where}.{key}: {_short(old[key])} -> (absent)"
+            elif key not in old:
+                yield f"{where}.{key}: (absent) -> {_short(new[key])}"
+            else:
+                yield from _differences(old[key], new[key], f"{where}.{key}")
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for index, (a, b) in enumerate(zip(old, new)):
+            yield from _differences(a, b, f"{where}[{index}]")
+    elif old != new:
+        yield f"{where}: {_short(old)} -> {_short(new)}"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _progress(enabled: bool, start: int, total: int) -> Any:

@@ -51,7 +51,7 @@ def test_checkpoint_rebuilds_the_model_from_the_file_alone(tmp_path: Path) -> No
 
 def test_a_run_folder_refuses_another_recipe(tmp_path: Path) -> None:
     train(load_config(tiny(tmp_path, steps=2)), progress=False)
-    with pytest.raises(CheckpointError, match="another recipe"):
+    with pytest.raises(CheckpointError, match="was trained with the recipe .bidiffsr., this config binarizes with the recipe .reactnet."):
         train(load_config(tiny(tmp_path, recipe="reactnet", steps=4)), progress=False)
 
 
