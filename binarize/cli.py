@@ -30,7 +30,10 @@ from binarize.coverage import explain_full_precision_weights
 from binarize.errors import BinarizeError
 from binarize.specs import ALLOWED_FORMS, resolve_model
 
-__all__ = ["COMMANDS", "Command", "CommandError", "command", "main", "build_parser", "parse_input_shape"]
+__all__ = [
+    "COMMANDS", "Command", "CommandError", "command", "main", "build_parser", "non_negative_int", "parse_input_shape",
+    "positive_int",
+]
 
 PROG = "binarize"
 
@@ -150,7 +153,17 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number of 1 or more.
+
+    Examples:
+        >>> positive_int("3")
+        3
+        >>> positive_int("0")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: expected a positive integer, got '0'
+    """
     try:
         value = int(text)
     except ValueError:
@@ -160,11 +173,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse ``type``: a whole number of 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
+    return value
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``MODEL [--size N | --input-shape B,C,H,W]``, shared by the commands that run a model."""
     parser.add_argument("model", metavar="MODEL", help=f"the network: {ALLOWED_FORMS}")
     shape = parser.add_mutually_exclusive_group()
-    shape.add_argument("--size", type=_positive_int, help="spatial input size (height = width); default: the model's")
+    shape.add_argument("--size", type=positive_int, help="spatial input size (height = width); default: the model's")
     shape.add_argument(
         "--input-shape", type=parse_input_shape, metavar="B,C,H,W", help="full shape of the (first) input tensor"
     )

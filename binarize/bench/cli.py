@@ -18,7 +18,7 @@ from binarize._threads import cpu_threads
 from binarize.bench.overhead import DTYPES, measure_overhead
 from binarize.bench.quality import QUALITY_MODES, measure_quality
 from binarize.bench.rewrite import measure_rewrite
-from binarize.cli import CommandError, _positive_int, command
+from binarize.cli import CommandError, command, non_negative_int, positive_int
 from binarize.errors import BinarizeError
 from binarize.specs import ALLOWED_FORMS
 
@@ -30,7 +30,7 @@ def _common(parser: argparse.ArgumentParser, model: str, recipe: str) -> None:
                         f"(default: {model})")
     parser.add_argument("--recipe", default=recipe, metavar="R", help=f"a recipe name or YAML file (default: {recipe})")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--threads", type=_positive_int, metavar="N",
+    parser.add_argument("--threads", type=positive_int, metavar="N",
                         help="CPU threads for torch (default: torch's own choice)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -49,13 +49,13 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         ),
     )
     _common(overhead, "zoo:bidiffsr-unet-small", "bidiffsr")
-    overhead.add_argument("--size", type=_positive_int, default=64, metavar="N", help="input size (default: 64)")
-    overhead.add_argument("--batch", type=_positive_int, default=4, metavar="B", help="batch size (default: 4)")
+    overhead.add_argument("--size", type=positive_int, default=64, metavar="N", help="input size (default: 64)")
+    overhead.add_argument("--batch", type=positive_int, default=4, metavar="B", help="batch size (default: 4)")
     overhead.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="parameter dtype (default: fp32)")
     overhead.add_argument("--compile", action="store_true", help="run both networks through torch.compile")
-    overhead.add_argument("--steps", type=_positive_int, default=30, metavar="N",
+    overhead.add_argument("--steps", type=positive_int, default=30, metavar="N",
                           help="timed steps per network (default: 30)")
-    overhead.add_argument("--warmup", type=int, default=3, metavar="N",
+    overhead.add_argument("--warmup", type=non_negative_int, default=3, metavar="N",
                           help="untimed steps per network first (default: 3)")
     overhead.set_defaults(_bench=_run_overhead)
     rewrite = sub.add_parser(
@@ -67,8 +67,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         ),
     )
     _common(rewrite, "timm:resnet50", "reactnet")
-    rewrite.add_argument("--size", type=_positive_int, metavar="N", help="input size (default: the model's)")
-    rewrite.add_argument("--repeats", type=_positive_int, default=3, metavar="N",
+    rewrite.add_argument("--size", type=positive_int, metavar="N", help="input size (default: the model's)")
+    rewrite.add_argument("--repeats", type=positive_int, default=3, metavar="N",
                          help="timed repetitions (default: 3)")
     rewrite.set_defaults(_bench=_run_rewrite)
     quality = sub.add_parser(
@@ -84,8 +84,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     quality.add_argument("--mode", choices=list(QUALITY_MODES), default="quick",
                          help="quick: a smoke run of a few steps; full: every method and ablation (default: quick)")
     quality.add_argument("--runs", nargs="+", metavar="LABEL", help="only these runs (fp or recipe names)")
-    quality.add_argument("--steps", type=_positive_int, metavar="N", help="steps per run (default: the mode's)")
-    quality.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="runs trained at the same time")
+    quality.add_argument("--steps", type=positive_int, metavar="N", help="steps per run (default: the mode's)")
+    quality.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="runs trained at the same time")
     quality.add_argument("--out", default="bench_quality", metavar="DIR",
                          help="folder of the runs and of quality.json (default: bench_quality)")
     quality.add_argument("--device", help="cpu or cuda (default: cuda when available)")

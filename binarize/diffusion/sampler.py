@@ -29,7 +29,10 @@ from torch import Tensor
 from binarize.diffusion.schedule import NoiseSchedule
 from binarize.diffusion.targets import PredictionTarget
 
-__all__ = ["DDIMSampler", "Denoiser", "TiledDenoiser", "ddim_timesteps", "pad_to_multiple"]
+__all__ = ["SIZE_MULTIPLE", "DDIMSampler", "Denoiser", "TiledDenoiser", "ddim_timesteps", "pad_to_multiple", "tile_origins"]
+
+#: The default size multiple images are padded to: three 2x downsamplings of a UNet.
+SIZE_MULTIPLE = 8
 
 #: ``denoiser(x_t, t, cond) -> output``: the network (or a wrapper such as :class:`TiledDenoiser`).
 Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -100,8 +103,8 @@ class TiledDenoiser:
 
     def _origins(self, height: int, width: int) -> Iterator[tuple[int, int]]:
         stride = self.tile - self.overlap
-        for top in _starts(height, self.tile, stride):
-            for left in _starts(width, self.tile, stride):
+        for top in tile_origins(height, self.tile, stride):
+            for left in tile_origins(width, self.tile, stride):
                 yield top, left
 
     def _weight(self, height: int, width: int, like: Tensor) -> Tensor:
@@ -110,7 +113,8 @@ class TiledDenoiser:
         return (ramp_h[:, None] * ramp_w[None, :])[None, None]
 
 
-def _starts(size: int, tile: int, stride: int) -> list[int]:
+def tile_origins(size: int, tile: int, stride: int) -> list[int]:
+    """Where the tiles along one side of ``size`` pixels start (the last one ends at the border)."""
     if size <= tile:
         return [0]
     starts = list(range(0, size - tile, stride))
@@ -202,7 +206,7 @@ class DDIMSampler:
         denoiser: Denoiser,
         cond: Tensor,
         *,
-        multiple: int = 8,
+        multiple: int = SIZE_MULTIPLE,
         tile: int | None = None,
         overlap: int = 32,
         generator: torch.Generator | None = None,

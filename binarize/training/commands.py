@@ -7,8 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from binarize.cli import CommandError, command
+from binarize.cli import CommandError, command, non_negative_int, positive_int
 from binarize.data import load_image, save_image
+from binarize.diffusion.sampler import SIZE_MULTIPLE
+from binarize.diffusion.tiles import MIN_TILE
 from binarize.training.config import load_config
 
 __all__: list[str] = []
@@ -19,8 +21,11 @@ def _configure_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key, e.g. --set optim.lr=1e-4 (repeatable)")
     parser.add_argument("--out", help="run folder (default: the config's `out`)")
-    parser.add_argument("--steps", type=int, help="total training steps (default: the config's `steps`)")
+    parser.add_argument("--steps", type=positive_int, metavar="N",
+                        help="total training steps, 1 or more (default: the config's `steps`)")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has checkpoints")
+    parser.add_argument("--resume-weights-only", action="store_true",
+                        help="resume from a checkpoint that lacks (complete) optimiser state, with a fresh Adam state")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -43,7 +48,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.steps is not None:
         overrides.append(f"steps={args.steps}")
     config = load_config(args.config, overrides)
-    result = train(config, resume=not args.no_resume, progress=not args.no_progress, echo=_stderr)
+    result = train(config, resume=not args.no_resume, progress=not args.no_progress, echo=_stderr,
+                   weights_only=args.resume_weights_only)
     if result.losses:
         print(f"trained {config.name} to step {result.step}: last loss {result.losses[-1]:.5f}, checkpoint "
               f"{result.last_checkpoint}")
@@ -57,9 +63,7 @@ def _configure_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="HR image folder (default: the embedded held-out photos)")
     parser.add_argument("--lr-dir", help="matching LR images (default: bicubic downscaling of the HR images)")
     parser.add_argument("--full", action="store_true", help="whole embedded photos instead of their centred crops")
-    parser.add_argument("--steps", type=int, help="DDIM steps (default: the checkpoint's config)")
-    parser.add_argument("--tile", type=int, help="run the network on tiles of this size (bounds memory)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
+    _add_sampling_arguments(parser)
     parser.add_argument("--out", default="eval_out", help="folder for eval.json, eval.md and eval.png")
     parser.add_argument("--json", action="store_true", help="print the JSON report")
 
@@ -71,12 +75,13 @@ def _configure_eval(parser: argparse.ArgumentParser) -> None:
 )
 def run_eval(args: argparse.Namespace) -> int:
     from binarize.training.data import HELD_OUT_CROP
-    from binarize.training.evaluate import evaluate, load_model, test_images
+    from binarize.training.evaluate import evaluate, load_model, sampler_for, test_images
 
     model, checkpoint = load_model(_checkpoint_path(args.checkpoint))
+    sampler_for(checkpoint.config, args.steps)  # a bad --steps fails before any work
     images = test_images(checkpoint.config.scale, args.data, args.lr_dir, None if args.full else HELD_OUT_CROP)
     report = evaluate(model, checkpoint.config, images, steps=args.steps, seed=args.seed, tile=args.tile,
-                      out=args.out, title=f"{checkpoint.config.name} (step {checkpoint.step})")
+                      budget=args.max_memory, out=args.out, title=f"{checkpoint.config.name} (step {checkpoint.step})")
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
@@ -89,26 +94,95 @@ def _configure_upscale(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", help="where to write the result (PNG)")
     parser.add_argument("--model", required=True, help="a checkpoint of `binarize train`, or zoo:NAME")
     parser.add_argument("--scale", type=int, help="the upscaling factor (must match the model's; default: the model's)")
-    parser.add_argument("--steps", type=int, help="DDIM steps (default: the model's config)")
-    parser.add_argument("--tile", type=int, help="run the network on tiles of this size (bounds memory)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
+    _add_sampling_arguments(parser)
+    parser.add_argument("--overwrite", action="store_true", help="allow OUTPUT to be the INPUT file itself")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar and no estimate")
+
+
+def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--steps``, ``--tile``, ``--max-memory`` and ``--seed``, shared by eval and upscale."""
+    parser.add_argument("--steps", type=positive_int, metavar="N",
+                        help="DDIM steps, from 1 to the diffusion's steps (default: the model's config)")
+    parser.add_argument("--tile", type=tile_size, default="auto", metavar="PX|auto",
+                        help=f"run the network on overlapping tiles of PX x PX output pixels: a multiple of "
+                             f"{SIZE_MULTIPLE}, at least {MIN_TILE}; auto (default) picks the largest tile that fits "
+                             "--max-memory, or none when the whole image fits")
+    parser.add_argument("--max-memory", type=gibibytes, metavar="GIB",
+                        help="memory the sampling may use, in GiB, with --tile auto (default: half of the memory "
+                             "available now)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the sampling noise")
+
+
+def tile_size(text: str) -> int | str:
+    """An argparse ``type`` for ``--tile``: ``auto`` or a multiple of the size multiple of at least
+    :data:`~binarize.diffusion.tiles.MIN_TILE` pixels."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a tile side in pixels, got {text!r}") from None
+    if value < MIN_TILE or value % SIZE_MULTIPLE:
+        raise argparse.ArgumentTypeError(
+            f"a tile side is a multiple of {SIZE_MULTIPLE} and at least {MIN_TILE} pixels (64, 128, 256, ...), "
+            f"got {value}"
+        )
+    return value
+
+
+def gibibytes(text: str) -> int:
+    """An argparse ``type``: a positive amount of GiB, as bytes."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of GiB such as 4 or 0.5, got {text!r}")
+    return int(value * 2**30)
 
 
 @command("upscale", help="super-resolve an image with a trained model", configure=_configure_upscale)
 def run_upscale(args: argparse.Namespace) -> int:
-    from binarize.training.evaluate import load_model, upscale_image
+    from binarize.diffusion.tiles import plan_tiles
+    from binarize.training.evaluate import load_model, sampler_for, upscale_image
 
+    _refuse_overwriting_the_input(Path(args.input), Path(args.output), args.overwrite)
     model, checkpoint = load_model(_checkpoint_path(args.model))
-    if args.scale is not None and args.scale != checkpoint.config.scale:
+    config = checkpoint.config
+    if args.scale is not None and args.scale != config.scale:
         raise CommandError(
-            f"--scale {args.scale} does not match the model, which upscales by {checkpoint.config.scale}; "
+            f"--scale {args.scale} does not match the model, which upscales by {config.scale}; "
             f"drop --scale or use a x{args.scale} model"
         )
+    steps = sampler_for(config, args.steps).steps
     lr = load_image(args.input, min_size=2)
-    sr = upscale_image(model, checkpoint.config, lr, steps=args.steps, tile=args.tile, seed=args.seed)
+    shape = (1, 3, lr.shape[-2] * config.scale, lr.shape[-1] * config.scale)
+    plan = plan_tiles(model, shape, steps, tile=args.tile, budget=args.max_memory)
+    bar = None
+    if not args.no_progress:
+        _stderr(f"upscaling {args.input} ({lr.shape[-1]}x{lr.shape[-2]}, x{config.scale}): {plan.describe()}")
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=plan.tiles * steps, desc="upscale", unit="tile" if plan.tile else "step",
+                   dynamic_ncols=True, file=sys.stderr)
+    try:
+        sr = upscale_image(model, config, lr, steps=steps, tile=plan.tile, seed=args.seed,
+                           on_forward=None if bar is None else bar.update)
+    finally:
+        if bar is not None:
+            bar.close()
     path = save_image(sr, args.output)
-    print(f"wrote {path} ({sr.shape[-1]}x{sr.shape[-2]}, x{checkpoint.config.scale})")
+    print(f"wrote {path} ({sr.shape[-1]}x{sr.shape[-2]}, x{config.scale})")
     return 0
+
+
+def _refuse_overwriting_the_input(source: Path, target: Path, overwrite: bool) -> None:
+    same = source.resolve() == target.resolve() or (source.exists() and target.exists() and source.samefile(target))
+    if same and not overwrite:
+        raise CommandError(
+            f"the output {str(target)!r} is the input image; choose another output path, or pass --overwrite to "
+            "replace the input with the result"
+        )
 
 
 def _checkpoint_path(spec: str) -> Path:

@@ -20,9 +20,10 @@ from torch import Tensor, nn
 from binarize._files import write_text_atomic
 from binarize.data import ImageFolder, bicubic_downscale, bicubic_upscale, embedded_photos, mod_crop, save_image
 from binarize.diffusion import PREDICTION_TARGETS, DDIMSampler
+from binarize.diffusion.tiles import plan_tiles
 from binarize.metrics import psnr_y, ssim_y
 from binarize.training.checkpoint import Checkpoint, CheckpointError, read_checkpoint
-from binarize.training.config import ExperimentConfig
+from binarize.training.config import ConfigError, ExperimentConfig
 from binarize.training.data import HELD_OUT_CROP
 from binarize.training.model import build_model
 
@@ -46,9 +47,18 @@ def load_model(checkpoint: str | Path | Checkpoint) -> tuple[nn.Module, Checkpoi
 
 
 def sampler_for(config: ExperimentConfig, steps: int | None = None) -> DDIMSampler:
-    """The DDIM sampler of an experiment (its schedule and target; ``steps`` overrides the sampling steps)."""
-    return DDIMSampler(config.diffusion.schedule(), PREDICTION_TARGETS.get(config.diffusion.target),
-                       steps or config.diffusion.sampling_steps)
+    """The DDIM sampler of an experiment (its schedule and target; ``steps`` overrides the sampling steps).
+
+    Raises:
+        ConfigError: ``steps`` is not between 1 and the diffusion's steps.
+    """
+    chosen = config.diffusion.sampling_steps if steps is None else steps
+    if isinstance(chosen, bool) or not isinstance(chosen, int) or not 1 <= chosen <= config.diffusion.steps:
+        raise ConfigError(
+            f"{chosen!r} sampling steps: the model was trained with a {config.diffusion.steps}-step diffusion, so "
+            f"DDIM takes 1 to {config.diffusion.steps} steps (default: {config.diffusion.sampling_steps})"
+        )
+    return DDIMSampler(config.diffusion.schedule(), PREDICTION_TARGETS.get(config.diffusion.target), chosen)
 
 
 def test_images(scale: int, folder: str | None = None, lr_dir: str | None = None,
@@ -65,16 +75,42 @@ def test_images(scale: int, folder: str | None = None, lr_dir: str | None = None
 
 
 def upscale_image(
-    model: nn.Module, config: ExperimentConfig, lr: Tensor, *, steps: int | None = None, tile: int | None = None,
-    seed: int = 0, progress: Callable[[int], None] | None = None,
+    model: nn.Module, config: ExperimentConfig, lr: Tensor, *, steps: int | None = None,
+    tile: int | str | None = None, seed: int = 0, progress: Callable[[int], None] | None = None,
+    on_forward: Callable[[], None] | None = None, budget: int | None = None,
 ) -> Tensor:
-    """Super-resolve one LR image ``(3, h, w)`` in ``[0, 1]`` by the experiment's scale; any size works."""
+    """Super-resolve one LR image ``(3, h, w)`` in ``[0, 1]`` by the experiment's scale; any size works.
+
+    Args:
+        model: the denoiser, in eval mode.
+        config: its experiment (scale, diffusion, sampling steps).
+        lr: the low-resolution image.
+        steps: DDIM steps (default: the config's).
+        tile: the tile side in output pixels, ``"auto"`` (the largest that fits ``budget``, see
+            :func:`~binarize.diffusion.tiles.plan_tiles`), or ``None`` (the whole image in one pass).
+        seed: the seed of the starting noise.
+        progress: called with the step index after each sampling step.
+        on_forward: called after each network evaluation (one per tile and step).
+        budget: bytes the sampling may use with ``tile="auto"`` (default: half of the available memory).
+    """
+    sampler = sampler_for(config, steps)
     cond = bicubic_upscale(lr[None], config.scale)
+    if tile == "auto":
+        tile = plan_tiles(model, tuple(cond.shape), sampler.steps, budget=budget).tile
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
-    out = sampler_for(config, steps).upscale(model, cond.to(device), tile=tile, generator=generator,
-                                             progress=progress)
+    denoiser = model if on_forward is None else _reporting(model, on_forward)
+    out = sampler.upscale(denoiser, cond.to(device), tile=tile, generator=generator, progress=progress)
     return out[0].cpu()
+
+
+def _reporting(model: nn.Module, report: Callable[[], None]) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    def denoise(x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        out = model(x_t, t, cond)
+        report()
+        return out
+
+    return denoise
 
 
 @dataclass
@@ -115,15 +151,19 @@ def evaluate(
     *,
     steps: int | None = None,
     seed: int = 0,
-    tile: int | None = None,
+    tile: int | str | None = None,
+    budget: int | None = None,
     out: str | Path | None = None,
     title: str = "evaluation",
 ) -> EvalReport:
-    """Upscale ``images`` (``(name, hr, lr)``) and measure them; with ``out``, write the JSON, Markdown and PNG."""
+    """Upscale ``images`` (``(name, hr, lr)``) and measure them; with ``out``, write the JSON, Markdown and PNG.
+
+    ``steps``, ``seed``, ``tile`` and ``budget`` are passed to :func:`upscale_image` for every image.
+    """
     report = EvalReport()
     panels = []
     for name, hr, lr in images:
-        sr = upscale_image(model, config, lr, steps=steps, tile=tile, seed=seed)
+        sr = upscale_image(model, config, lr, steps=steps, tile=tile, seed=seed, budget=budget)
         bicubic = bicubic_upscale(lr[None], config.scale)[0].clamp(0, 1)
         size = f"{hr.shape[-1]}x{hr.shape[-2]}"
         report.rows.append({

@@ -1,0 +1,232 @@
+r"""Choosing the tile size for sampling a large image from the memory available, with a time estimate up front.
+
+A denoiser's peak activation memory grows with the pixels it sees: linearly for convolutions, quadratically for
+self-attention over the whole feature map. :func:`plan_tiles` measures the peak on two small probes (sides
+:math:`p_1 = 64` and :math:`p_2 = 128` pixels, :math:`n_i = p_i^2`) and fits
+
+.. math:: m(n) = a\,n + b\,n^2, \qquad b = \max\Bigl(0, \frac{m_2/n_2 - m_1/n_1}{n_2 - n_1}\Bigr),
+          \qquad a = \max\bigl(m_1/n_1 - b\,n_1,\ m_2/n_2 - b\,n_2,\ 0\bigr),
+
+then takes the largest tile side :math:`s` (a multiple of the network's size multiple, at least
+:data:`MIN_TILE`) with :math:`m(s^2)` within the budget left after the sampler's full-size tensors
+(:data:`IMAGE_BUFFERS` images of the output's size: the noisy image, the condition, the blended output and its
+weights, :math:`\hat x_0`, :math:`\hat\epsilon`). The whole image is one pass when it fits. The budget is half of the
+memory available now (``MemAvailable`` on Linux, the free CUDA memory on a GPU) unless given.
+
+Peaks are counted as in :mod:`binarize.bench.memory` (the CUDA allocator's peak, or live tensor storages on the
+CPU). The time of one network evaluation is fitted the same way from the probes' times (after a warm-up call) and
+multiplied by the tiles per step and the steps: an estimate, printed before the work starts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from binarize.diffusion.sampler import SIZE_MULTIPLE, tile_origins
+from binarize.errors import BinarizeError
+
+__all__ = ["IMAGE_BUFFERS", "MIN_TILE", "TilePlan", "TilingError", "available_memory", "format_bytes", "plan_tiles",
+           "tile_count"]
+
+#: The smallest tile side in pixels (twice the default overlap of 32 between tiles).
+MIN_TILE = 64
+#: Full-size image tensors the sampler holds while it runs (see the module docstring).
+IMAGE_BUFFERS = 8
+#: The probe sides in pixels.
+_PROBES = (64, 128)
+
+
+class TilingError(BinarizeError, ValueError):
+    """An image that cannot be sampled within the memory budget, even in the smallest tiles."""
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How an image will be sampled.
+
+    Attributes:
+        height: the output's height in pixels (after padding to the size multiple).
+        width: the output's width in pixels (after padding to the size multiple).
+        tile: the tile side in pixels, ``None`` for the whole image in one pass.
+        tiles: network evaluations per sampling step (1 without tiling).
+        steps: sampling steps.
+        peak_bytes: the estimated peak memory (the network on one tile plus the full-size buffers).
+        budget_bytes: the memory the plan was allowed to use.
+        seconds: the estimated sampling time.
+    """
+
+    height: int
+    width: int
+    tile: int | None
+    tiles: int
+    steps: int
+    peak_bytes: int
+    budget_bytes: int
+    seconds: float
+
+    def describe(self) -> str:
+        """One line: the size, the tiling, the memory estimate and the time estimate.
+
+        Examples:
+            >>> TilePlan(6000, 8000, 512, 391, 50, 3 * 2**30, 12 * 2**30, 5430.0).describe()
+            '8000x6000 output in 391 tiles of 512 px, 50 steps: about 3.0 GiB of memory (12.0 GiB allowed), about 1 h 30 min'
+        """
+        layout = "in one pass" if self.tile is None else f"in {self.tiles} tiles of {self.tile} px"
+        return (
+            f"{self.width}x{self.height} output {layout}, {self.steps} steps: about {format_bytes(self.peak_bytes)} "
+            f"of memory ({format_bytes(self.budget_bytes)} allowed), about {_duration(self.seconds)}"
+        )
+
+
+def format_bytes(count: float) -> str:
+    """Bytes in KiB, MiB or GiB, one decimal.
+
+    Examples:
+        >>> format_bytes(3 * 2**30), format_bytes(1536 * 1024)
+        ('3.0 GiB', '1.5 MiB')
+    """
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{int(count)} B"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{max(seconds, 0.1):.1f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes that can be allocated now: free CUDA memory on a GPU; on the CPU ``MemAvailable`` from
+    ``/proc/meminfo`` (Linux), else the physical memory reported by ``os.sysconf``."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - platforms without sysconf
+        return 4 * 2**30
+
+
+def tile_count(height: int, width: int, tile: int | None, overlap: int) -> int:
+    """Network evaluations per step for an image of ``height x width`` in tiles of ``tile`` px overlapping by
+    ``overlap`` (1 when the image fits one tile or ``tile`` is ``None``).
+
+    Examples:
+        >>> tile_count(100, 300, 64, 32), tile_count(64, 64, 64, 32), tile_count(500, 500, None, 32)
+        (27, 1, 1)
+    """
+    if tile is None or (height <= tile and width <= tile):
+        return 1
+    return len(tile_origins(height, tile, tile - overlap)) * len(tile_origins(width, tile, tile - overlap))
+
+
+@torch.no_grad()
+def _probe(model: nn.Module, side: int, channels: int, batch: int, device: torch.device,
+           timestep: int) -> tuple[int, float]:
+    from binarize.bench.memory import peak_memory
+
+    x = torch.zeros(batch, channels, side, side, device=device)
+    t = torch.full((batch,), timestep, dtype=torch.long, device=device)
+    began = time.perf_counter()
+    peak = peak_memory(lambda: model(x, t, x), device)
+    return peak, time.perf_counter() - began
+
+
+def plan_tiles(
+    model: nn.Module,
+    shape: tuple[int, ...],
+    steps: int,
+    *,
+    timestep: int = 0,
+    multiple: int = SIZE_MULTIPLE,
+    overlap: int = 32,
+    tile: int | None | str = "auto",
+    budget: int | None = None,
+) -> TilePlan:
+    """Plan the sampling of one condition tensor of ``shape`` ``(B, C, H, W)`` (the upsampled LR image).
+
+    Args:
+        model: the denoiser, ``model(x_t, t, cond)``, in eval mode, on its device.
+        shape: the condition's shape.
+        steps: sampling steps (for the time estimate).
+        timestep: the timestep the probes are run at.
+        multiple: the network's size multiple (tiles and the padded image are multiples of it).
+        overlap: the overlap between tiles in pixels.
+        tile: ``"auto"`` (chosen here), a side in pixels (kept; only estimated), or ``None`` (the whole image).
+        budget: the bytes the sampling may use (default: half of :func:`available_memory`).
+
+    Raises:
+        TilingError: with ``"auto"``, the full-size buffers alone or the smallest tile do not fit the budget.
+    """
+    batch, channels, height, width = (int(s) for s in shape)
+    height, width = height + -height % multiple, width + -width % multiple
+    device = next(model.parameters()).device
+    allowed = int(budget if budget is not None else available_memory(device) // 2)
+    buffers = IMAGE_BUFFERS * batch * channels * height * width * 4
+    _probe(model, _PROBES[0], channels, batch, device, timestep)  # warm-up: first calls pay one-time costs
+    (m1, t1), (m2, t2) = (_probe(model, side, channels, batch, device, timestep) for side in _PROBES)
+    memory = _fit(m1, m2)
+    seconds = _fit(t1, t2)
+
+    def peak(side_h: int, side_w: int) -> int:
+        return int(buffers + memory(side_h * side_w))
+
+    if tile == "auto":
+        tile = _largest_tile(height, width, multiple, overlap, allowed, peak, buffers)
+    elif isinstance(tile, int) and height <= tile and width <= tile:
+        tile = None
+    tiles = tile_count(height, width, tile, overlap)
+    side_h, side_w = (height, width) if tile is None else (min(tile, height), min(tile, width))
+    per_step = seconds(side_h * side_w) * tiles
+    return TilePlan(height, width, tile, tiles, steps, peak(side_h, side_w), allowed, per_step * steps)
+
+
+def _fit(at_first: float, at_second: float) -> Callable[[int], float]:
+    """``f(n) = a n + b n^2`` through the two probes' values (``a, b >= 0``; see the module docstring)."""
+    n1, n2 = _PROBES[0] ** 2, _PROBES[1] ** 2
+    quadratic = max(0.0, (at_second / n2 - at_first / n1) / (n2 - n1))
+    linear = max(at_first / n1 - quadratic * n1, at_second / n2 - quadratic * n2, 0.0)
+    return lambda pixels: linear * pixels + quadratic * pixels**2
+
+
+def _largest_tile(height: int, width: int, multiple: int, overlap: int, allowed: int,
+                  estimate: Callable[[int, int], int], buffers: int) -> int | None:
+    """The largest tile side whose estimated peak fits ``allowed`` (``None``: the whole image fits)."""
+    if estimate(height, width) <= allowed:
+        return None
+    if buffers >= allowed:
+        raise TilingError(
+            f"an output of {width}x{height} needs about {format_bytes(buffers)} for the sampler's full-size images "
+            f"alone, more than the {format_bytes(allowed)} allowed; upscale a smaller image (or crop it into parts), "
+            "or allow more memory (--max-memory)"
+        )
+    smallest = max(MIN_TILE, 2 * overlap)
+    smallest += -smallest % multiple
+    if estimate(smallest, smallest) > allowed:
+        raise TilingError(
+            f"even a {smallest} px tile needs about {format_bytes(estimate(smallest, smallest))} with the "
+            f"full-size images of a {width}x{height} output, more than the {format_bytes(allowed)} allowed; "
+            "upscale a smaller image or allow more memory (--max-memory)"
+        )
+    best = smallest
+    side = smallest
+    while side <= max(height, width):
+        if estimate(side, side) > allowed:
+            break
+        best = side
+        side += multiple
+    return best
