@@ -26,13 +26,16 @@ learnable input shift :math:`h = x + b` (ReActNet's RSign threshold, BI-DiffSR's
       \frac{\partial L}{\partial h} = \operatorname{op}^\top_s\Bigl(\frac{\partial L}{\partial y}\Bigr) \odot
       F_x'(h),
       \qquad
-      \frac{\partial L}{\partial W} = \alpha \cdot \operatorname{op}^\top_W\Bigl(\frac{\partial L}{\partial y},\
+      \frac{\partial L}{\partial W} = [\alpha\,\cdot]\ \operatorname{op}^\top_W\Bigl(\frac{\partial L}{\partial y},\
       s\Bigr) \odot F_w'(W),
       \qquad
       \frac{\partial L}{\partial b} = \textstyle\sum \frac{\partial L}{\partial h},
 
   with :math:`F'` each estimator's surrogate derivative (e.g. :math:`\max(0, 2 - 2|h|)` for ApproxSign,
   :math:`\mathbb{1}_{|W| \le 1}` for the clipped STE) and the sum over the dimensions :math:`b` is broadcast along.
+  The factor :math:`\alpha` of the weight's gradient is there with ``scale_gradient=True`` (the default: the
+  chain rule through :math:`\hat W = \alpha \operatorname{sign}(W)`) and left out with ``scale_gradient=False``
+  (see :func:`scale_binary`).
   The recomputed signs are no longer needed once ``op``'s backward kernel has run, so a surrogate that needs a work
   tensor (ApproxSign's :math:`|h|`) writes into them instead of allocating one.
 
@@ -71,7 +74,16 @@ from binarize.nn.activations import (
 )
 from binarize.nn.channels import ChannelDim
 
-__all__ = ["BinaryOperation", "BinaryWeight", "binary_conv", "binary_linear", "binary_weight", "scaled_binary_weight"]
+__all__ = [
+    "BinaryOperation",
+    "BinaryWeight",
+    "ScaleBinary",
+    "binary_conv",
+    "binary_linear",
+    "binary_weight",
+    "scale_binary",
+    "scaled_binary_weight",
+]
 
 _convolution_backward = torch.ops.aten.convolution_backward.default
 
@@ -89,7 +101,8 @@ class BinaryOperation(torch.autograd.Function):
     (``stride``, ``padding``, ``dilation``, ``transposed``, ``output_padding``, ``groups``) followed by an optional
     constant padding of the input (``pads`` in :func:`torch.nn.functional.pad` order, ``pad_value``); then the output
     activation's slope rows, input and output shifts and channel dimension (``None, None, None, 1``: no activation;
-    see :class:`~binarize.nn.activations.ShiftedPReLU`).
+    see :class:`~binarize.nn.activations.ShiftedPReLU`); last, ``scale_gradient`` (whether the weight's surrogate
+    gradient is multiplied by :math:`\alpha`, see :func:`scale_binary`).
     """
 
     @staticmethod
@@ -108,6 +121,7 @@ class BinaryOperation(torch.autograd.Function):
         activation_shift_in: Tensor | None,
         activation_shift_out: Tensor | None,
         channel_dim: ChannelDim,
+        scale_gradient: bool = True,
     ) -> Tensor:
         h = x if shift is None else _shifted(x, shift)
         operand = _binary_input(h, input_surrogate, shift is not None)
@@ -115,6 +129,7 @@ class BinaryOperation(torch.autograd.Function):
         if weight_surrogate is not None:
             effective, alpha = scaled_binary_weight(weight, alpha_dims, weight_surrogate.sign_of_zero)
         ctx.surrogates = (input_surrogate, weight_surrogate)
+        ctx.scale_gradient = scale_gradient
         ctx.op, ctx.geometry = op, geometry
         ctx.shift_shape = None if shift is None else shift.shape
         ctx.bias_sizes, ctx.bias_dtype = (None, None) if bias is None else (list(bias.shape), bias.dtype)
@@ -179,9 +194,9 @@ class BinaryOperation(torch.autograd.Function):
         grad_weight = grad_effective
         if grad_effective is not None and weight_surrogate is not None:
             grad_weight = surrogate_gradient(weight_surrogate.name, weight, grad_effective, weight_surrogate.args,
-                                             alpha, overwrite=True)
+                                             alpha if ctx.scale_gradient else None, overwrite=True)
         return (grad_h if needs[0] else None, grad_shift, grad_weight, None, grad_bias, None, None, None, None,
-                *activation_grads, None)
+                *activation_grads, None, None)
 
 
 def _shifted(x: Tensor, shift: Tensor) -> Tensor:
@@ -258,42 +273,105 @@ def scaled_binary_weight(
 class BinaryWeight(torch.autograd.Function):
     r""":math:`\hat W = \alpha \cdot \operatorname{sign}(W)` with a surrogate gradient (see :func:`binary_weight`).
 
-    Forward arguments: ``weight``, ``alpha_dims`` and the weight binarizer's
-    :class:`~binarize.binarizers.functions.Surrogate`.
+    Forward arguments: ``weight``, ``alpha_dims``, the weight binarizer's
+    :class:`~binarize.binarizers.functions.Surrogate` and ``scale_gradient`` (whether the surrogate gradient is
+    multiplied by :math:`\alpha`).
     """
 
     @staticmethod
-    def forward(ctx: Any, weight: Tensor, alpha_dims: tuple[int, ...], surrogate: Surrogate) -> Tensor:
+    def forward(
+        ctx: Any, weight: Tensor, alpha_dims: tuple[int, ...], surrogate: Surrogate, scale_gradient: bool = True
+    ) -> Tensor:
         binary, alpha = scaled_binary_weight(weight, alpha_dims, surrogate.sign_of_zero)
-        ctx.save_for_backward(weight, alpha)
+        ctx.save_for_backward(weight, alpha if scale_gradient else None)
         ctx.surrogate = surrogate
         return binary
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
         weight, alpha = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
-            return None, None, None
+            return None, None, None, None
         surrogate = ctx.surrogate
-        return surrogate_gradient(surrogate.name, weight, grad, surrogate.args, alpha), None, None
+        return surrogate_gradient(surrogate.name, weight, grad, surrogate.args, alpha), None, None, None
 
 
-def binary_weight(weight: Tensor, alpha_dims: tuple[int, ...], surrogate: Surrogate) -> Tensor:
+def binary_weight(
+    weight: Tensor, alpha_dims: tuple[int, ...], surrogate: Surrogate, *, scale_gradient: bool = True
+) -> Tensor:
     r""":math:`\alpha \cdot \operatorname{sign}(W)`, :math:`\alpha = \operatorname{mean}|W|` over ``alpha_dims``
     (without gradient; ``()`` for none), with ``surrogate``'s gradient for :math:`W`.
+
+    The gradient is :math:`\alpha \cdot F'(W) \odot \partial L / \partial \hat W` with ``scale_gradient`` (the
+    chain rule), :math:`F'(W) \odot \partial L / \partial \hat W` without it (see :func:`scale_binary`).
 
     Args:
         weight: :math:`W`.
         alpha_dims: the dimensions :math:`\alpha` averages over (see
             :meth:`~binarize.scaling.WeightScale.mean_abs_dims`).
         surrogate: the weight binarizer's fused form (:meth:`~binarize.binarizers.Binarizer.surrogate`).
+        scale_gradient: whether :math:`W`'s gradient carries the factor :math:`\alpha`.
 
     Examples:
         >>> w = torch.tensor([[-2.0, 0.5]], requires_grad=True)
         >>> binary_weight(w, (1,), Surrogate("clipped_ste", (1.0,))).tolist()
         [[-1.25, 1.25]]
     """
-    return BinaryWeight.apply(weight, tuple(alpha_dims), surrogate)
+    return BinaryWeight.apply(weight, tuple(alpha_dims), surrogate, scale_gradient)
+
+
+class ScaleBinary(torch.autograd.Function):
+    r""":math:`\alpha \cdot B` whose gradient to :math:`B` is not multiplied by :math:`\alpha` (see
+    :func:`scale_binary`). Forward arguments: ``binary`` (:math:`B`) and ``alpha``."""
+
+    @staticmethod
+    def forward(ctx: Any, binary: Tensor, alpha: Tensor) -> Tensor:
+        ctx.save_for_backward(binary if ctx.needs_input_grad[1] else None)
+        ctx.shapes = (binary.shape, alpha.shape)
+        return binary * alpha
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        (binary,) = ctx.saved_tensors
+        binary_shape, alpha_shape = ctx.shapes
+        grad_binary = grad.sum_to_size(binary_shape) if ctx.needs_input_grad[0] else None
+        grad_alpha = (grad * binary).sum_to_size(alpha_shape) if ctx.needs_input_grad[1] else None
+        return grad_binary, grad_alpha
+
+
+def scale_binary(binary: Tensor, alpha: Tensor, *, scale_gradient: bool = True) -> Tensor:
+    r"""The scaled binary weight :math:`\hat W = \alpha \cdot B`, :math:`B = B_w(W)`; with
+    ``scale_gradient=False`` the gradient that reaches :math:`B` is not multiplied by :math:`\alpha`.
+
+    The value is :math:`\alpha \cdot B` either way (the same product, bit for bit). The gradients, for
+    :math:`g = \partial L / \partial \hat W`:
+
+    .. math::
+        \texttt{scale\_gradient=True:}\quad \frac{\partial L}{\partial B} = \alpha \odot g
+        \qquad
+        \texttt{scale\_gradient=False:}\quad \frac{\partial L}{\partial B} = g
+
+    and in both cases :math:`\partial L / \partial \alpha = \sum g \odot B` over the dimensions :math:`\alpha` is
+    broadcast along, so a learnable scale learns as before (and a scale computed from :math:`W` with gradient keeps
+    its own path into :math:`W`). Through the binarizer's estimator :math:`F'`, the latent weight's gradient is then
+    :math:`\alpha \odot F'(W) \odot g` (the chain rule) or :math:`F'(W) \odot g`. The second is what BI-DiffSR's
+    release trains with: it adds :math:`\alpha \operatorname{sign}(W) - \operatorname{clip}(W, -1, 1)` as a constant
+    to :math:`\operatorname{clip}(W, -1, 1)`, so that :math:`\partial L / \partial W = g \odot
+    \mathbb{1}_{|W| \le 1}`.
+
+    Reference: Chen et al., "Binarized Diffusion Model for Image Super-Resolution" (BI-DiffSR), NeurIPS 2024, the
+    authors' release (its binary convolution); the scaled form is XNOR-Net's (Rastegari et al., ECCV 2016) chain rule
+    with :math:`\alpha` a constant.
+
+    Examples:
+        >>> b = torch.tensor([[1.0, -1.0]], requires_grad=True)
+        >>> scale_binary(b, torch.tensor([[0.5]]), scale_gradient=False).sum().backward()
+        >>> b.grad.tolist()
+        [[1.0, 1.0]]
+    """
+    if scale_gradient:
+        return binary * alpha
+    return ScaleBinary.apply(binary, alpha)
 
 
 def binary_conv(
@@ -314,6 +392,7 @@ def binary_conv(
     pads: Sequence[int] | None = None,
     pad_value: float = 0.0,
     activation: ShiftedPReLUParameters | None = None,
+    scale_gradient: bool = True,
 ) -> Tensor:
     r"""A (transposed) convolution of ``sign(x + shift)`` with ``alpha * sign(weight)``, saving only ``x + shift``
     and the weights.
@@ -321,7 +400,8 @@ def binary_conv(
     Equal in value to ``torch.convolution(F.pad(B_x(x + shift), pads, value=pad_value), alpha * B_w(weight), bias,
     stride, padding, dilation, transposed, output_padding, groups)`` for the binarizers whose fused forms are
     ``input_surrogate`` and ``weight_surrogate`` (a side that is ``None`` is used as given), with their surrogate
-    gradients; :math:`\alpha = \operatorname{mean}|W|` over ``alpha_dims`` (``()``: no scale).
+    gradients; :math:`\alpha = \operatorname{mean}|W|` over ``alpha_dims`` (``()``: no scale). ``scale_gradient``:
+    whether the weight's surrogate gradient is multiplied by :math:`\alpha` (see :func:`scale_binary`).
 
     Examples:
         >>> from binarize.binarizers import get_binarizer
@@ -339,7 +419,7 @@ def binary_conv(
         list(pads) if pads is not None else None, float(pad_value),
     )
     return BinaryOperation.apply(x, shift, weight, tuple(alpha_dims), bias, input_surrogate, weight_surrogate,
-                                 "convolution", geometry, *_activation_arguments(activation))
+                                 "convolution", geometry, *_activation_arguments(activation), scale_gradient)
 
 
 def binary_linear(
@@ -352,6 +432,7 @@ def binary_linear(
     input_surrogate: Surrogate | None = None,
     weight_surrogate: Surrogate | None = None,
     activation: ShiftedPReLUParameters | None = None,
+    scale_gradient: bool = True,
 ) -> Tensor:
     r"""``F.linear(sign(x + shift), alpha * sign(weight), bias)``, saving only ``x + shift`` and the weights (see
     :func:`binary_conv`).
@@ -364,7 +445,7 @@ def binary_linear(
         True
     """
     return BinaryOperation.apply(x, shift, weight, tuple(alpha_dims), bias, input_surrogate, weight_surrogate, "linear",
-                                 (), *_activation_arguments(activation))
+                                 (), *_activation_arguments(activation), scale_gradient)
 
 
 def _activation_arguments(activation: ShiftedPReLUParameters | None) -> tuple[Any, ...]:

@@ -38,7 +38,7 @@ from binarize.binarizers import Binarizer, BinarizerSpec, Surrogate, get_binariz
 from binarize.errors import UnsupportedLayerError
 from binarize.nn.activations import ACTIVATIONS, ChannelPReLU, ShiftedPReLUParameters
 from binarize.nn.channels import ChannelDim
-from binarize.nn.functional import binary_conv, binary_linear, binary_weight
+from binarize.nn.functional import binary_conv, binary_linear, binary_weight, scale_binary
 from binarize.nn.handover import may_take_over
 from binarize.nn.shift import LearnableBias
 from binarize.nn.timestep import TimestepState
@@ -56,6 +56,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "weight_binarizer": None,
     "input_binarizer": None,
     "scale": None,
+    "scale_gradient": True,
     "input_shift": False,
     "activation": None,
     "shortcut": False,
@@ -68,7 +69,9 @@ OPTION_DEFAULTS: dict[str, Any] = {
 parameters named in ``timestep_parts`` (the input shift, the output activation, or both) timestep-aware (see
 :mod:`binarize.nn.timestep`); recipes set both through their ``timestep`` section and the ``timestep_aware`` option.
 ``fold_bias`` removes the layer's bias, adding it to the output activation's input shift instead (the same
-function, one parameter vector fewer; it needs an activation with an input shift, such as RPReLU)."""
+function, one parameter vector fewer; it needs an activation with an input shift, such as RPReLU).
+``scale_gradient`` says whether the latent weight's gradient carries the weight scale :math:`\alpha` (``True``,
+the chain rule) or not (``False``, as BI-DiffSR's release trains; see :func:`~binarize.nn.functional.scale_binary`)."""
 
 
 _SKIP_RESET: ContextVar[bool] = ContextVar("binarize_skip_reset", default=False)
@@ -107,6 +110,7 @@ class BinaryLayerMixin:
     weight_binarizer: Binarizer | None
     input_binarizer: Binarizer | None
     scale: WeightScale | None
+    scale_gradient: bool
     shift: LearnableBias | None
     activation: nn.Module | None
     shortcut: bool
@@ -131,6 +135,7 @@ class BinaryLayerMixin:
         weight_binarizer: BinarizerSpec = None,
         input_binarizer: BinarizerSpec = None,
         scale: ScaleSpec = None,
+        scale_gradient: bool = True,
         input_shift: bool = False,
         activation: str | None = None,
         shortcut: Shortcut = False,
@@ -152,7 +157,9 @@ class BinaryLayerMixin:
         self.timestep_groups = timestep_groups
         self.timestep_parts = tuple(p for p in TIMESTEP_PARTS if p in parts)
         self.timestep_state: TimestepState | None = None
-        for flag_name, flag in (("input_shift", input_shift), ("fold_bias", fold_bias)):
+        for flag_name, flag in (
+            ("scale_gradient", scale_gradient), ("input_shift", input_shift), ("fold_bias", fold_bias)
+        ):
             if not isinstance(flag, bool):
                 raise TypeError(f"{flag_name} must be True or False, got {flag!r}")
         if pad_value is not None and (isinstance(pad_value, bool) or not isinstance(pad_value, (int, float))):
@@ -161,6 +168,7 @@ class BinaryLayerMixin:
         self.weight_binarizer = get_binarizer(weight_binarizer)
         self.input_binarizer = get_binarizer(input_binarizer)
         self.scale = make_scale(scale, self.weight.detach(), self.weight_out_dim)
+        self.scale_gradient = scale_gradient
         shift_groups = timestep_groups if "input_shift" in self.timestep_parts else None
         activation_groups = timestep_groups if "activation" in self.timestep_parts else None
         self.shift = (
@@ -235,13 +243,17 @@ class BinaryLayerMixin:
     def binary_weight_tensor(self) -> Tensor:
         r"""The weight the operation uses: :math:`\alpha \cdot B_w(\hat W)` (the plain weight when all is off)."""
         weight, alpha_dims, surrogate = self._weight_operands(fuse=True)
-        return weight if surrogate is None else binary_weight(weight, alpha_dims, surrogate)
+        if surrogate is None:
+            return weight
+        return binary_weight(weight, alpha_dims, surrogate, scale_gradient=self.scale_gradient)
 
     def _weight_operands(self, fuse: bool) -> tuple[Tensor, tuple[int, ...], Surrogate | None]:
         """``(W, alpha_dims, surrogate)`` for a fused operation, or ``(weight as used, (), None)``.
 
         The weight side is fused when ``fuse`` is true, the weight binarizer has a fused form and the scale is a
-        mean of :math:`|W|` without gradient (:meth:`~binarize.scaling.WeightScale.mean_abs_dims`).
+        mean of :math:`|W|` without gradient (:meth:`~binarize.scaling.WeightScale.mean_abs_dims`). Unfused, the
+        scaled binary weight is :func:`~binarize.nn.functional.scale_binary` of the binarizer's output, so that
+        ``scale_gradient`` means the same on both paths.
         """
         weight: Tensor = self.weight
         binarizer = self.weight_binarizer
@@ -255,7 +267,9 @@ class BinaryLayerMixin:
             weight, alpha = self.scale(weight)
         if binarizer is not None:
             weight = binarizer(weight)
-        return (weight if alpha is None else weight * alpha), (), None
+        if alpha is None:
+            return weight, (), None
+        return scale_binary(weight, alpha, scale_gradient=self.scale_gradient), (), None
 
     def _operands(self, x: Tensor, groups: Tensor | None) -> _Operands:
         """The operation's input and weight, shifted and binarized here or left to a fused operation (see
@@ -315,6 +329,8 @@ class BinaryLayerMixin:
         extras = [f"shortcut={self.shortcut}"] if self.shortcut else []
         if self.pad_value is not None:
             extras.append(f"pad_value={self.pad_value}")
+        if not self.scale_gradient:
+            extras.append("scale_gradient=False")
         return ", ".join([base, *extras]) if extras else base
 
     # -- introspection --------------------------------------------------------------------------------------
@@ -339,6 +355,7 @@ class BinaryLayerMixin:
             "weight_binarizer": None if self.weight_binarizer is None else self.weight_binarizer.config(),
             "input_binarizer": None if self.input_binarizer is None else self.input_binarizer.config(),
             "scale": None if self.scale is None else self.scale.config(),
+            "scale_gradient": self.scale_gradient,
             "input_shift": self.shift is not None,
             "activation": None if self.activation is None else _activation_name(self.activation),
             "shortcut": self.shortcut,
@@ -521,7 +538,7 @@ class _BinaryConvNd(BinaryLayerMixin):
                 x, weight, self.bias, shift=shift, alpha_dims=alpha_dims, input_surrogate=input_surrogate,
                 weight_surrogate=weight_surrogate, stride=self.stride, padding=padding, dilation=self.dilation,
                 groups=self.groups, pads=pads if any(pads) else None, pad_value=self.pad_value or 0.0,
-                activation=activation,
+                activation=activation, scale_gradient=self.scale_gradient,
             )
         if self.pad_value is None:
             return self._conv_forward(x, weight, self.bias)  # type: ignore[attr-defined]
@@ -567,15 +584,126 @@ class _BinaryConvNd(BinaryLayerMixin):
 
 @_register
 class BinaryConv1d(_BinaryConvNd, nn.Conv1d):
-    """Binary :class:`torch.nn.Conv1d`; the extra keyword-only arguments are the binary-layer options."""
+    r"""Binary :class:`torch.nn.Conv1d`.
+
+    The arguments up to ``dtype`` are :class:`torch.nn.Conv1d`'s, with the same meaning and defaults; the
+    keyword-only ones are the binary-layer options (:data:`OPTION_DEFAULTS`), all off by default, and then the layer
+    computes exactly what :class:`torch.nn.Conv1d` computes.
+
+    Args:
+        weight_binarizer: :math:`B_w`, the weight binarizer: a registered name (``"ste"``, ``"clipped_ste"``,
+            ...), a mapping ``{"name": ..., **kwargs}``, a :class:`~binarize.binarizers.Binarizer` or a callable
+            (see :func:`~binarize.binarizers.get_binarizer`); ``None`` keeps the weight in full precision.
+        input_binarizer: :math:`B_x`, the input binarizer (the same kinds of value); ``None`` keeps the input in
+            full precision.
+        scale: the weight scale :math:`\alpha`: a registered name (``"mean_abs"``, ``"channel_mean_abs"``,
+            ``"learnable"``, ...) or a mapping ``{"name": ..., **kwargs}`` (see :mod:`binarize.scaling`);
+            ``None`` for no scale.
+        scale_gradient: whether the latent weight's gradient carries the scale: ``True`` gives
+            :math:`\alpha \odot F_w'(W) \odot g` (the chain rule through :math:`\alpha B_w(W)`), ``False`` gives
+            :math:`F_w'(W) \odot g` (as BI-DiffSR's release trains), for :math:`g` the gradient of the scaled
+            binary weight (see :func:`~binarize.nn.functional.scale_binary`). No effect without a scale.
+        input_shift: add a learnable per-channel shift :math:`b` (initialised to 0) to the input before
+            :math:`B_x` (ReActNet's RSign, BI-DiffSR's TaR).
+        activation: ``"rprelu"`` or ``"prelu"``, a per-channel activation after the operation; ``None`` for none.
+        shortcut: ``True`` adds the un-shifted input to the output (refused where the output's shape differs),
+            ``"auto"`` adds it only where the shapes match, ``False`` never.
+        pad_value: the value that pads the binarized input (``None``: zeros, as torch pads; needs
+            ``padding_mode="zeros"``).
+        fold_bias: remove the bias and add it to the RPReLU's input shift instead (the same function, one
+            parameter vector fewer; needs ``activation="rprelu"``).
+        timestep_groups: :math:`K`, one set of the ``timestep_parts`` parameters per timestep group, stored
+            ``(K, C)``; ``forward`` then takes each sample's group (``timestep_groups=``). ``None``: not
+            timestep-aware.
+        timestep_parts: which parameters ``timestep_groups`` applies to: ``"input_shift"``, ``"activation"`` or
+            both.
+
+    Raises:
+        UnsupportedLayerError: for an option the layer cannot honour (a ``shortcut=True`` across a shape change,
+            ``fold_bias`` without an RPReLU, ...).
+        TypeError: for an option of the wrong type.
+    """
 
     float_class = nn.Conv1d
     _functional = staticmethod(F.conv1d)
 
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int],
+        stride: int | tuple[int] = 1,
+        padding: str | int | tuple[int] = 0,
+        dilation: int | tuple[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        weight_binarizer: BinarizerSpec = None,
+        input_binarizer: BinarizerSpec = None,
+        scale: ScaleSpec = None,
+        scale_gradient: bool = True,
+        input_shift: bool = False,
+        activation: str | None = None,
+        shortcut: Shortcut = False,
+        pad_value: float | None = None,
+        fold_bias: bool = False,
+        timestep_groups: int | None = None,
+        timestep_parts: tuple[str, ...] | list[str] = TIMESTEP_PARTS,
+    ) -> None:
+        nn.Conv1d.__init__(
+            self, in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
+            groups=groups, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype,
+        )
+        self._init_binary(
+            weight_binarizer=weight_binarizer, input_binarizer=input_binarizer, scale=scale,
+            scale_gradient=scale_gradient, input_shift=input_shift, activation=activation, shortcut=shortcut,
+            pad_value=pad_value, fold_bias=fold_bias, timestep_groups=timestep_groups, timestep_parts=timestep_parts,
+        )
+
 
 @_register
 class BinaryConv2d(_BinaryConvNd, nn.Conv2d):
-    """Binary :class:`torch.nn.Conv2d`; the extra keyword-only arguments are the binary-layer options.
+    r"""Binary :class:`torch.nn.Conv2d`.
+
+    The arguments up to ``dtype`` are :class:`torch.nn.Conv2d`'s, with the same meaning and defaults; the
+    keyword-only ones are the binary-layer options (:data:`OPTION_DEFAULTS`), all off by default, and then the layer
+    computes exactly what :class:`torch.nn.Conv2d` computes.
+
+    Args:
+        weight_binarizer: :math:`B_w`, the weight binarizer: a registered name (``"ste"``, ``"clipped_ste"``,
+            ...), a mapping ``{"name": ..., **kwargs}``, a :class:`~binarize.binarizers.Binarizer` or a callable
+            (see :func:`~binarize.binarizers.get_binarizer`); ``None`` keeps the weight in full precision.
+        input_binarizer: :math:`B_x`, the input binarizer (the same kinds of value); ``None`` keeps the input in
+            full precision.
+        scale: the weight scale :math:`\alpha`: a registered name (``"mean_abs"``, ``"channel_mean_abs"``,
+            ``"learnable"``, ...) or a mapping ``{"name": ..., **kwargs}`` (see :mod:`binarize.scaling`);
+            ``None`` for no scale.
+        scale_gradient: whether the latent weight's gradient carries the scale: ``True`` gives
+            :math:`\alpha \odot F_w'(W) \odot g` (the chain rule through :math:`\alpha B_w(W)`), ``False`` gives
+            :math:`F_w'(W) \odot g` (as BI-DiffSR's release trains), for :math:`g` the gradient of the scaled
+            binary weight (see :func:`~binarize.nn.functional.scale_binary`). No effect without a scale.
+        input_shift: add a learnable per-channel shift :math:`b` (initialised to 0) to the input before
+            :math:`B_x` (ReActNet's RSign, BI-DiffSR's TaR).
+        activation: ``"rprelu"`` or ``"prelu"``, a per-channel activation after the operation; ``None`` for none.
+        shortcut: ``True`` adds the un-shifted input to the output (refused where the output's shape differs),
+            ``"auto"`` adds it only where the shapes match, ``False`` never.
+        pad_value: the value that pads the binarized input (``None``: zeros, as torch pads; needs
+            ``padding_mode="zeros"``).
+        fold_bias: remove the bias and add it to the RPReLU's input shift instead (the same function, one
+            parameter vector fewer; needs ``activation="rprelu"``).
+        timestep_groups: :math:`K`, one set of the ``timestep_parts`` parameters per timestep group, stored
+            ``(K, C)``; ``forward`` then takes each sample's group (``timestep_groups=``). ``None``: not
+            timestep-aware.
+        timestep_parts: which parameters ``timestep_groups`` applies to: ``"input_shift"``, ``"activation"`` or
+            both.
+
+    Raises:
+        UnsupportedLayerError: for an option the layer cannot honour (a ``shortcut=True`` across a shape change,
+            ``fold_bias`` without an RPReLU, ...).
+        TypeError: for an option of the wrong type.
 
     Examples:
         >>> import torch
@@ -588,17 +716,125 @@ class BinaryConv2d(_BinaryConvNd, nn.Conv2d):
     float_class = nn.Conv2d
     _functional = staticmethod(F.conv2d)
 
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: str | int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        weight_binarizer: BinarizerSpec = None,
+        input_binarizer: BinarizerSpec = None,
+        scale: ScaleSpec = None,
+        scale_gradient: bool = True,
+        input_shift: bool = False,
+        activation: str | None = None,
+        shortcut: Shortcut = False,
+        pad_value: float | None = None,
+        fold_bias: bool = False,
+        timestep_groups: int | None = None,
+        timestep_parts: tuple[str, ...] | list[str] = TIMESTEP_PARTS,
+    ) -> None:
+        nn.Conv2d.__init__(
+            self, in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
+            groups=groups, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype,
+        )
+        self._init_binary(
+            weight_binarizer=weight_binarizer, input_binarizer=input_binarizer, scale=scale,
+            scale_gradient=scale_gradient, input_shift=input_shift, activation=activation, shortcut=shortcut,
+            pad_value=pad_value, fold_bias=fold_bias, timestep_groups=timestep_groups, timestep_parts=timestep_parts,
+        )
+
 
 @_register
 class BinaryConvTranspose2d(BinaryLayerMixin, nn.ConvTranspose2d):
-    """Binary :class:`torch.nn.ConvTranspose2d`; the extra keyword-only arguments are the binary-layer options.
+    r"""Binary :class:`torch.nn.ConvTranspose2d`.
 
-    A transposed convolution does not pad its input (its ``padding`` crops the output), so ``pad_value`` is
-    refused.
+    The arguments up to ``dtype`` are :class:`torch.nn.ConvTranspose2d`'s, with the same meaning and defaults; the
+    keyword-only ones are the binary-layer options (:data:`OPTION_DEFAULTS`), all off by default, and then the layer
+    computes exactly what :class:`torch.nn.ConvTranspose2d` computes. A transposed convolution does not pad its input (its ``padding`` crops
+    the output), so ``pad_value`` is refused.
+
+    Args:
+        weight_binarizer: :math:`B_w`, the weight binarizer: a registered name (``"ste"``, ``"clipped_ste"``,
+            ...), a mapping ``{"name": ..., **kwargs}``, a :class:`~binarize.binarizers.Binarizer` or a callable
+            (see :func:`~binarize.binarizers.get_binarizer`); ``None`` keeps the weight in full precision.
+        input_binarizer: :math:`B_x`, the input binarizer (the same kinds of value); ``None`` keeps the input in
+            full precision.
+        scale: the weight scale :math:`\alpha`: a registered name (``"mean_abs"``, ``"channel_mean_abs"``,
+            ``"learnable"``, ...) or a mapping ``{"name": ..., **kwargs}`` (see :mod:`binarize.scaling`);
+            ``None`` for no scale.
+        scale_gradient: whether the latent weight's gradient carries the scale: ``True`` gives
+            :math:`\alpha \odot F_w'(W) \odot g` (the chain rule through :math:`\alpha B_w(W)`), ``False`` gives
+            :math:`F_w'(W) \odot g` (as BI-DiffSR's release trains), for :math:`g` the gradient of the scaled
+            binary weight (see :func:`~binarize.nn.functional.scale_binary`). No effect without a scale.
+        input_shift: add a learnable per-channel shift :math:`b` (initialised to 0) to the input before
+            :math:`B_x` (ReActNet's RSign, BI-DiffSR's TaR).
+        activation: ``"rprelu"`` or ``"prelu"``, a per-channel activation after the operation; ``None`` for none.
+        shortcut: ``True`` adds the un-shifted input to the output (refused where the output's shape differs),
+            ``"auto"`` adds it only where the shapes match, ``False`` never.
+        pad_value: must stay ``None``: a transposed convolution does not pad its input.
+        fold_bias: remove the bias and add it to the RPReLU's input shift instead (the same function, one
+            parameter vector fewer; needs ``activation="rprelu"``).
+        timestep_groups: :math:`K`, one set of the ``timestep_parts`` parameters per timestep group, stored
+            ``(K, C)``; ``forward`` then takes each sample's group (``timestep_groups=``). ``None``: not
+            timestep-aware.
+        timestep_parts: which parameters ``timestep_groups`` applies to: ``"input_shift"``, ``"activation"`` or
+            both.
+
+    Raises:
+        UnsupportedLayerError: for an option the layer cannot honour (a ``shortcut=True`` across a shape change,
+            ``fold_bias`` without an RPReLU, ...).
+        TypeError: for an option of the wrong type.
     """
 
     float_class = nn.ConvTranspose2d
     weight_out_dim = 1
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        output_padding: int | tuple[int, int] = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: int | tuple[int, int] = 1,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        weight_binarizer: BinarizerSpec = None,
+        input_binarizer: BinarizerSpec = None,
+        scale: ScaleSpec = None,
+        scale_gradient: bool = True,
+        input_shift: bool = False,
+        activation: str | None = None,
+        shortcut: Shortcut = False,
+        pad_value: float | None = None,
+        fold_bias: bool = False,
+        timestep_groups: int | None = None,
+        timestep_parts: tuple[str, ...] | list[str] = TIMESTEP_PARTS,
+    ) -> None:
+        nn.ConvTranspose2d.__init__(
+            self, in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+            output_padding=output_padding, groups=groups, bias=bias, dilation=dilation, padding_mode=padding_mode,
+            device=device, dtype=dtype,
+        )
+        self._init_binary(
+            weight_binarizer=weight_binarizer, input_binarizer=input_binarizer, scale=scale,
+            scale_gradient=scale_gradient, input_shift=input_shift, activation=activation, shortcut=shortcut,
+            pad_value=pad_value, fold_bias=fold_bias, timestep_groups=timestep_groups, timestep_parts=timestep_parts,
+        )
 
     def _shape_preserving(self) -> bool:
         if self.in_channels != self.out_channels or any(s != 1 for s in self.stride):
@@ -632,7 +868,7 @@ class BinaryConvTranspose2d(BinaryLayerMixin, nn.ConvTranspose2d):
                 h, weight, self.bias, shift=shift, alpha_dims=alpha_dims, activation=activation,
                 input_surrogate=input_surrogate, weight_surrogate=weight_surrogate, stride=self.stride,
                 padding=self.padding, dilation=self.dilation, groups=self.groups, transposed=True,
-                output_padding=output_padding,
+                output_padding=output_padding, scale_gradient=self.scale_gradient,
             )
         else:
             y = F.conv_transpose2d(h, weight, self.bias, self.stride, self.padding, output_padding, self.groups,
@@ -650,14 +886,75 @@ class BinaryConvTranspose2d(BinaryLayerMixin, nn.ConvTranspose2d):
 # ---------------------------------------------------------------------------------------------------------------
 @_register
 class BinaryLinear(BinaryLayerMixin, nn.Linear):
-    """Binary :class:`torch.nn.Linear`; the extra keyword-only arguments are the binary-layer options.
+    r"""Binary :class:`torch.nn.Linear`.
 
-    Activations are channels-last (``(..., in_features)``), so shifts and RPReLU broadcast over the last dimension.
-    A linear layer has no padding; ``pad_value`` has nothing to pad and is accepted as is.
+    The arguments up to ``dtype`` are :class:`torch.nn.Linear`'s, with the same meaning and defaults; the
+    keyword-only ones are the binary-layer options (:data:`OPTION_DEFAULTS`), all off by default, and then the layer
+    computes exactly what :class:`torch.nn.Linear` computes. Activations are channels-last (``(..., in_features)``), so shifts and RPReLU
+    broadcast over the last dimension.
+
+    Args:
+        weight_binarizer: :math:`B_w`, the weight binarizer: a registered name (``"ste"``, ``"clipped_ste"``,
+            ...), a mapping ``{"name": ..., **kwargs}``, a :class:`~binarize.binarizers.Binarizer` or a callable
+            (see :func:`~binarize.binarizers.get_binarizer`); ``None`` keeps the weight in full precision.
+        input_binarizer: :math:`B_x`, the input binarizer (the same kinds of value); ``None`` keeps the input in
+            full precision.
+        scale: the weight scale :math:`\alpha`: a registered name (``"mean_abs"``, ``"channel_mean_abs"``,
+            ``"learnable"``, ...) or a mapping ``{"name": ..., **kwargs}`` (see :mod:`binarize.scaling`);
+            ``None`` for no scale.
+        scale_gradient: whether the latent weight's gradient carries the scale: ``True`` gives
+            :math:`\alpha \odot F_w'(W) \odot g` (the chain rule through :math:`\alpha B_w(W)`), ``False`` gives
+            :math:`F_w'(W) \odot g` (as BI-DiffSR's release trains), for :math:`g` the gradient of the scaled
+            binary weight (see :func:`~binarize.nn.functional.scale_binary`). No effect without a scale.
+        input_shift: add a learnable per-channel shift :math:`b` (initialised to 0) to the input before
+            :math:`B_x` (ReActNet's RSign, BI-DiffSR's TaR).
+        activation: ``"rprelu"`` or ``"prelu"``, a per-channel activation after the operation; ``None`` for none.
+        shortcut: ``True`` adds the un-shifted input to the output (refused where the output's shape differs),
+            ``"auto"`` adds it only where the shapes match, ``False`` never.
+        pad_value: accepted and unused (a linear layer has nothing to pad).
+        fold_bias: remove the bias and add it to the RPReLU's input shift instead (the same function, one
+            parameter vector fewer; needs ``activation="rprelu"``).
+        timestep_groups: :math:`K`, one set of the ``timestep_parts`` parameters per timestep group, stored
+            ``(K, C)``; ``forward`` then takes each sample's group (``timestep_groups=``). ``None``: not
+            timestep-aware.
+        timestep_parts: which parameters ``timestep_groups`` applies to: ``"input_shift"``, ``"activation"`` or
+            both.
+
+    Raises:
+        UnsupportedLayerError: for an option the layer cannot honour (a ``shortcut=True`` across a shape change,
+            ``fold_bias`` without an RPReLU, ...).
+        TypeError: for an option of the wrong type.
     """
 
     float_class = nn.Linear
     activation_channel_dim: ClassVar[ChannelDim] = -1
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        weight_binarizer: BinarizerSpec = None,
+        input_binarizer: BinarizerSpec = None,
+        scale: ScaleSpec = None,
+        scale_gradient: bool = True,
+        input_shift: bool = False,
+        activation: str | None = None,
+        shortcut: Shortcut = False,
+        pad_value: float | None = None,
+        fold_bias: bool = False,
+        timestep_groups: int | None = None,
+        timestep_parts: tuple[str, ...] | list[str] = TIMESTEP_PARTS,
+    ) -> None:
+        nn.Linear.__init__(self, in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self._init_binary(
+            weight_binarizer=weight_binarizer, input_binarizer=input_binarizer, scale=scale,
+            scale_gradient=scale_gradient, input_shift=input_shift, activation=activation, shortcut=shortcut,
+            pad_value=pad_value, fold_bias=fold_bias, timestep_groups=timestep_groups, timestep_parts=timestep_parts,
+        )
 
     def _in_channels(self) -> int:
         return self.in_features
@@ -674,7 +971,8 @@ class BinaryLinear(BinaryLayerMixin, nn.Linear):
         h, shift, weight, alpha_dims, input_surrogate, weight_surrogate, activation = operands
         if operands.fused:
             y = binary_linear(h, weight, self.bias, shift=shift, alpha_dims=alpha_dims, activation=activation,
-                              input_surrogate=input_surrogate, weight_surrogate=weight_surrogate)
+                              input_surrogate=input_surrogate, weight_surrogate=weight_surrogate,
+                              scale_gradient=self.scale_gradient)
         else:
             y = F.linear(h, weight, self.bias)
         return self._finish(y, input, groups, operands)

@@ -8,6 +8,7 @@ option              allowed values                                           def
 ``weight_binarizer`` a binarizer name, ``{name: ..., **kwargs}`` or ``null`` ``null``
 ``input_binarizer``  a binarizer name, ``{name: ..., **kwargs}`` or ``null`` ``null``
 ``scale``            a scale name, ``{name: ..., **kwargs}`` or ``null``     ``null``
+``scale_gradient``   ``true`` / ``false`` (gradient carries the scale)         ``true``
 ``input_shift``      ``true`` / ``false``                                    ``false``
 ``activation``       ``null`` or an activation name (``rprelu``, ``prelu``)  ``null``
 ``shortcut``         ``false``, ``true``, ``auto``                           ``false``
@@ -20,6 +21,12 @@ option              allowed values                                           def
 against :data:`binarize.binarizers.BINARIZERS` and :data:`binarize.scaling.SCALES`, and their keyword arguments
 against the registered class's signature. Validators live in the :data:`OPTIONS` registry, so a plugin can add a
 layer option without editing this module.
+
+An option added after recipes were first written and hashed is listed in :data:`IMPLICIT_DEFAULTS` with the value a
+recipe that does not state it means, its layer default (``scale_gradient: true``). The canonical form of a recipe's
+resolved defaults leaves it out while it holds that value (:func:`canonical_defaults`), so a recipe that states it
+at its default equals, and hashes as, the recipe written before the option existed: every such recipe, and every
+checkpoint that stores one, keeps its hash, and the layers it builds get the default.
 """
 
 from __future__ import annotations
@@ -33,7 +40,15 @@ from binarize._registry import Registry
 from binarize.nn.layers import OPTION_DEFAULTS, TIMESTEP_PARTS
 from binarize.recipe.source import Source, describe_value, did_you_mean
 
-__all__ = ["OPTIONS", "RECIPE_OPTION_DEFAULTS", "OptionValidator", "is_plain_data", "validate_options"]
+__all__ = [
+    "IMPLICIT_DEFAULTS",
+    "OPTIONS",
+    "RECIPE_OPTION_DEFAULTS",
+    "OptionValidator",
+    "canonical_defaults",
+    "is_plain_data",
+    "validate_options",
+]
 
 #: ``validator(value, source, container, key) -> canonical value``; raises :class:`RecipeError`.
 OptionValidator = Callable[[Any, Source, Any, str], Any]
@@ -209,6 +224,7 @@ def _validate_pad_value(value: Any, src: Source, container: Any, key: str) -> fl
 OPTIONS.register("weight_binarizer", _registry_spec("binarizer", _binarizer_names, _binarizer_get))
 OPTIONS.register("input_binarizer", _registry_spec("binarizer", _binarizer_names, _binarizer_get))
 OPTIONS.register("scale", _registry_spec("scale", _scale_names, _scale_get))
+OPTIONS.register("scale_gradient", _validate_bool)
 OPTIONS.register("input_shift", _validate_bool)
 OPTIONS.register("activation", _validate_activation)
 OPTIONS.register("shortcut", _choice((False, True, "auto"), "false, true, 'auto'"))
@@ -227,6 +243,31 @@ RECIPE_OPTION_DEFAULTS: dict[str, Any] = {
     **{name: value for name, value in OPTION_DEFAULTS.items() if name not in ("timestep_groups", "timestep_parts")},
     "timestep_aware": False,
 }
+
+
+#: Options added after recipes were first hashed -> the value a recipe that does not state the option means (see the
+#: module docstring). Each value is the option's layer default, so leaving it out never changes what a recipe computes.
+IMPLICIT_DEFAULTS: dict[str, Any] = {"scale_gradient": True}
+
+
+def canonical_defaults(defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """A recipe's resolved defaults in canonical form: without the :data:`IMPLICIT_DEFAULTS` options that hold their
+    implicit value (the form, and so the hash, of a recipe written before those options existed).
+
+    Only resolved defaults may drop them: a rule states an option to override the defaults, so a rule's
+    ``scale_gradient: true`` stays as written.
+
+    Examples:
+        >>> canonical_defaults({"weight_binarizer": "ste", "scale_gradient": True})
+        {'weight_binarizer': 'ste'}
+        >>> canonical_defaults({"scale_gradient": False})
+        {'scale_gradient': False}
+    """
+    return {
+        k: v
+        for k, v in defaults.items()
+        if not (k in IMPLICIT_DEFAULTS and type(v) is type(IMPLICIT_DEFAULTS[k]) and v == IMPLICIT_DEFAULTS[k])
+    }
 
 
 def validate_options(

@@ -18,7 +18,7 @@ from binarize.errors import RecipeError
 from binarize.recipe.actions import ACTIONS
 from binarize.recipe.graph_rules import GraphRule, parse_graph_rule
 from binarize.recipe.timestep import parse_timestep
-from binarize.recipe.options import validate_options
+from binarize.recipe.options import canonical_defaults, validate_options
 from binarize.recipe.selectors import Selector, parse_selector
 from binarize.recipe.source import Source
 
@@ -120,7 +120,9 @@ class Recipe:
         graph_rules: structural rules applied first (see :mod:`binarize.recipe.graph_rules`).
         timestep: the diffusion-timestep section (see :mod:`binarize.recipe.timestep`), or ``None``.
         rules: the layer rules, in order (later rules win ties, see :mod:`binarize.recipe.selectors`).
-        defaults: layer options applied to every binarized layer (see :mod:`binarize.recipe.options`).
+        defaults: layer options applied to every binarized layer (see :mod:`binarize.recipe.options`), in
+            canonical form (an option of :data:`~binarize.recipe.options.IMPLICIT_DEFAULTS` at its implicit value
+            is left out, so that recipes written before it existed keep their hash).
         paper: the paper the recipe follows, if any.
         description: what the recipe does and why.
         extends: the chain of recipes it was derived from, nearest first (display only; the rules and defaults
@@ -175,7 +177,8 @@ class Recipe:
                 )
         object.__setattr__(self, "graph_rules", tuple(graph_rules))
         object.__setattr__(self, "timestep", parse_timestep(self.timestep, src, {"timestep": self.timestep}, "timestep"))
-        object.__setattr__(self, "defaults", validate_options(self.defaults, src, where="defaults"))
+        defaults = validate_options(self.defaults, src, where="defaults")
+        object.__setattr__(self, "defaults", canonical_defaults(defaults))
         object.__setattr__(self, "extends", tuple(self.extends))
 
     @property

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import inspect
+import re
 
 import pytest
 import torch
@@ -194,6 +196,23 @@ def test_registry_and_lookup() -> None:
     assert binary_class_for(nn.Conv2d(1, 1, 1)) is BinaryConv2d
     assert binary_class_for(nn.Conv3d(1, 1, 1)) is None
     assert binary_class_for(BinaryConv2d(1, 1, 1)) is None
+
+
+@pytest.mark.parametrize("name", LAYERS.names())
+def test_signature_is_the_torch_layers_plus_the_options(name: str) -> None:
+    """The API reference shows real signatures: the torch layer's arguments (same names, order and defaults), then
+    every binary-layer option as a keyword-only argument with its default, each documented under Args."""
+    cls = LAYERS.get(name)
+    params = list(inspect.signature(cls).parameters.values())
+    torch_params = list(inspect.signature(cls.float_class.__init__).parameters.values())[1:]
+    positional = [p for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    assert [(p.name, p.default) for p in positional] == [(p.name, p.default) for p in torch_params]
+    keyword = {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert keyword == OPTION_DEFAULTS
+    assert len(params) == len(positional) + len(keyword)
+    args = (cls.__doc__ or "").split("Args:", 1)[1].split("Raises:", 1)[0]
+    documented = re.findall(r"^        (\w+):", args, flags=re.MULTILINE)
+    assert documented == list(OPTION_DEFAULTS)
 
 
 def test_options_round_trip_and_state_dict() -> None:

@@ -2,7 +2,10 @@
 
 The reference below is written from the method's description only: the BI-Conv unit (TaR shift, sign with the
 ApproxSign gradient, sign weights with a detached per-channel mean-absolute scale and a clipped straight-through
-gradient, TaA RPReLU, identity shortcut), CP-Down, CP-Up, CS-Fusion with both pairings, and the group index.
+gradient, TaA RPReLU, identity shortcut), CP-Down, CP-Up, CS-Fusion with both pairings, and the group index. Its
+release form is the authors' release: sign(0) = 0, and the weight's gradient is that of clip(W, -1, 1) alone (the
+binary weight minus the clipped one is added as a constant), without the scale. Values and the gradients of every
+parameter, the latent weights included, are compared.
 """
 
 from __future__ import annotations
@@ -31,20 +34,26 @@ def ref_sign(x: Tensor, zero: float = 1.0) -> Tensor:
     return smooth + (hard - smooth).detach()
 
 
-def ref_weight(w: Tensor, zero: float = 1.0) -> Tensor:
-    """alpha * sign(W), alpha = mean |W| per output channel (no gradient), gradient masked to |W| <= 1."""
+def ref_weight(w: Tensor, release: bool = False) -> Tensor:
+    """alpha * sign(W), alpha = mean |W| per output channel (no gradient), gradient masked to |W| <= 1.
+
+    The release: sign(0) = 0 and the gradient of clip(W, -1, 1), i.e. dL/dW = dL/dW_b * 1{|W| <= 1}. Otherwise
+    sign(0) = +1 and the chain rule through alpha * (the clipped straight-through sign): alpha * dL/dW_b * 1{|W| <= 1}.
+    """
     alpha = w.detach().abs().mean(dim=(1, 2, 3), keepdim=True)
     clipped = w.clamp(-1, 1)
-    hard = torch.where(w > 0, 1.0, torch.where(w < 0, -1.0, zero)).to(w.dtype)
+    hard = torch.where(w > 0, 1.0, torch.where(w < 0, -1.0, 0.0 if release else 1.0)).to(w.dtype)
+    if release:
+        return (alpha * hard - clipped).detach() + clipped
     return alpha * (clipped + (hard - clipped).detach())
 
 
-def ref_bi_conv(x: Tensor, g: Tensor, p: dict[str, Tensor], zero: float = 1.0) -> Tensor:
+def ref_bi_conv(x: Tensor, g: Tensor, p: dict[str, Tensor], release: bool = False) -> Tensor:
     """Section 1: TaR -> sign -> conv with alpha sign(W) -> TaA (shift, PReLU, shift) -> + x."""
     col = (slice(None), slice(None), None, None)
     xr = x + p["tar"][g][col]
     k = p["weight"].shape[-1]
-    y = F.conv2d(ref_sign(xr, zero), ref_weight(p["weight"], zero), padding=k // 2)
+    y = F.conv2d(ref_sign(xr, 0.0 if release else 1.0), ref_weight(p["weight"], release), padding=k // 2)
     y = y + p["shift_in"][g][col]
     y = torch.where(y > 0, y, p["slope"][g][col] * y)
     y = y + p["shift_out"][g][col]
@@ -80,12 +89,18 @@ def test_bi_conv_matches_the_reference_forward_and_backward(
     g = group_index(t, 2000, 5)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     ours = unit(x1, timestep_groups=g)
-    ref = ref_bi_conv(x2, g, params, zero=0.0 if release else 1.0)
+    ref = ref_bi_conv(x2, g, params, release)
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    assert_same_gradients(ours, ref, {"x": (x1, x2), **{name: (p, p) for name, p in params.items()}})
+
+
+def assert_same_gradients(ours: Tensor, ref: Tensor, inputs: dict[str, tuple[Tensor, Tensor]]) -> None:
+    """The gradients of ``ours`` and ``ref`` for one random upstream gradient agree for every named input (a pair:
+    the tensor ``ours`` was computed from, the one ``ref`` was; a parameter shared by both appears twice)."""
     grad = torch.randn_like(ours)
-    ours_grads = torch.autograd.grad(ours, [x1, *params.values()], grad)
-    ref_grads = torch.autograd.grad(ref, [x2, *params.values()], grad)
-    for name, a, b in zip(["x", *params], ours_grads, ref_grads):
+    ours_grads = torch.autograd.grad(ours, [a for a, _ in inputs.values()], grad, retain_graph=True)
+    ref_grads = torch.autograd.grad(ref, [b for _, b in inputs.values()], grad, retain_graph=True)
+    for name, a, b in zip(inputs, ours_grads, ref_grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
 
 
@@ -128,39 +143,56 @@ def test_fold_bias_needs_an_rprelu() -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # CP-Down, CP-Up, CS-Fusion
 # ---------------------------------------------------------------------------------------------------------------
-def _binary(block: nn.Module) -> tuple[nn.Module, list[dict[str, Tensor]]]:
-    block = binarize_branches(block, timestep_groups=5).double()
+def _binary(block: nn.Module, release: bool) -> tuple[nn.Module, list[dict[str, Tensor]]]:
+    block = binarize_branches(block, timestep_groups=5, release=release).double()
+    with torch.no_grad():  # weights beyond [-1, 1] exercise the clipped gradient
+        for branch in block.branches:
+            branch.weight.mul_(4.0)
     return block, [params_of(branch) for branch in block.branches]
 
 
-def test_cp_down_is_section_2() -> None:
-    block, (pa, pb) = _binary(CPDown(8, 4))  # C = 8 -> 2C = 16 at half resolution
+def _parameters(pa: dict[str, Tensor], pb: dict[str, Tensor]) -> dict[str, tuple[Tensor, Tensor]]:
+    return {f"{branch}.{name}": (p, p) for branch, ps in (("a", pa), ("b", pb)) for name, p in ps.items()}
+
+
+@pytest.mark.parametrize("release", [False, True])
+def test_cp_down_is_section_2(release: bool) -> None:
+    block, (pa, pb) = _binary(CPDown(8, 4), release)  # C = 8 -> 2C = 16 at half resolution
     x, g = torch.randn(2, 8, 6, 6, dtype=torch.double), torch.tensor([100, 1900]) // 400
-    ref = F.pixel_unshuffle(ref_bi_conv(x[:, :4], g, pa) + ref_bi_conv(x[:, 4:], g, pb), 2)
-    out = _run(block, x, g)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ref = F.pixel_unshuffle(ref_bi_conv(x2[:, :4], g, pa, release) + ref_bi_conv(x2[:, 4:], g, pb, release), 2)
+    out = _run(block, x1, g)
     assert out.shape == (2, 16, 3, 3)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    assert_same_gradients(out, ref, {"x": (x1, x2), **_parameters(pa, pb)})
 
 
-def test_cp_up_is_section_2() -> None:
-    block, (pa, pb) = _binary(CPUp(8, 16))  # C = 8 -> C/2 = 4 at double resolution
+@pytest.mark.parametrize("release", [False, True])
+def test_cp_up_is_section_2(release: bool) -> None:
+    block, (pa, pb) = _binary(CPUp(8, 16), release)  # C = 8 -> C/2 = 4 at double resolution
     x, g = torch.randn(2, 8, 3, 3, dtype=torch.double), torch.tensor([3, 1])
-    ref = F.pixel_shuffle(torch.cat([ref_bi_conv(x, g, pa), ref_bi_conv(x, g, pb)], 1), 2)
-    out = _run(block, x, g)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ref = F.pixel_shuffle(torch.cat([ref_bi_conv(x2, g, pa, release), ref_bi_conv(x2, g, pb, release)], 1), 2)
+    out = _run(block, x1, g)
     assert out.shape == (2, 4, 6, 6)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    assert_same_gradients(out, ref, {"x": (x1, x2), **_parameters(pa, pb)})
 
 
+@pytest.mark.parametrize("release", [False, True])
 @pytest.mark.parametrize("parity", ["opposite", "same"])
-def test_cs_fusion_is_section_3(parity: str) -> None:
-    block, (pa, pb) = _binary(CSFusion(8, parity))
+def test_cs_fusion_is_section_3(parity: str, release: bool) -> None:
+    block, (pa, pb) = _binary(CSFusion(8, parity), release)
     x, s, g = torch.randn(2, 8, 4, 4, dtype=torch.double), torch.randn(2, 8, 4, 4, dtype=torch.double), torch.tensor([0, 4])
+    x1, x2, s1, s2 = (t.clone().requires_grad_() for t in (x, x, s, s))
     if parity == "opposite":  # the release, 0-indexed
-        fu1, fu2 = torch.cat([x[:, 1::2], s[:, 0::2]], 1), torch.cat([x[:, 0::2], s[:, 1::2]], 1)
+        fu1, fu2 = torch.cat([x2[:, 1::2], s2[:, 0::2]], 1), torch.cat([x2[:, 0::2], s2[:, 1::2]], 1)
     else:  # the paper's Eq. 3
-        fu1, fu2 = torch.cat([x[:, 0::2], s[:, 0::2]], 1), torch.cat([x[:, 1::2], s[:, 1::2]], 1)
-    ref = ref_bi_conv(fu1, g, pa) + ref_bi_conv(fu2, g, pb)
-    torch.testing.assert_close(_run(block, x, g, s), ref, rtol=0, atol=1e-12)
+        fu1, fu2 = torch.cat([x2[:, 0::2], s2[:, 0::2]], 1), torch.cat([x2[:, 1::2], s2[:, 1::2]], 1)
+    ref = ref_bi_conv(fu1, g, pa, release) + ref_bi_conv(fu2, g, pb, release)
+    out = _run(block, x1, g, s1)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    assert_same_gradients(out, ref, {"x": (x1, x2), "skip": (s1, s2), **_parameters(pa, pb)})
 
 
 def _run(block: nn.Module, x: Tensor, g: Tensor, *more: Tensor) -> Tensor:

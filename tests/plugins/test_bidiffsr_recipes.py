@@ -192,6 +192,60 @@ def test_release_recipe_maps_zero_to_zero() -> None:
     assert layer.input_binarizer.sign_of_zero == 0.0 and layer.weight_binarizer.sign_of_zero == 0.0
     fusion = next(m for m in release.modules() if isinstance(m, CSFusion))
     assert fusion.parity == "opposite"
+    assert all(not m.scale_gradient for m in release.modules() if isinstance(m, BinaryConv2d))
+    strict = binarize(entry.build().eval(), "bidiffsr", example_inputs=entry.inputs(16))
+    assert all(m.scale_gradient for m in strict.modules() if isinstance(m, BinaryConv2d))
+
+
+def _release_bi_conv(layer: BinaryConv2d, x: torch.Tensor, timestep_groups: torch.Tensor | None = None) -> torch.Tensor:
+    """A BI-Conv as the authors' release computes it (reference section 1), written from its formulas with plain
+    torch operations on the layer's own parameters: TaR, sign(0) = 0 with the ApproxSign gradient, the weight
+    alpha * sign(W) whose gradient is that of clip(W, -1, 1) alone, TaA, the identity shortcut."""
+    g = layer._groups(timestep_groups)
+    col = (slice(None), slice(None), None, None)
+    h = x + layer.shift.bias[g][col]
+    smooth = torch.where(h < -1, -1.0, torch.where(h < 0, 2 * h + h * h, torch.where(h < 1, 2 * h - h * h, 1.0)))
+    signs = smooth + (torch.sign(h) - smooth).detach()
+    w = layer.weight
+    alpha = w.detach().abs().mean(dim=(1, 2, 3), keepdim=True)
+    clipped = w.clamp(-1.0, 1.0)
+    weight = (alpha * torch.sign(w) - clipped).detach() + clipped
+    y = torch.nn.functional.conv2d(signs, weight, layer.bias, layer.stride, layer.padding, layer.dilation,
+                                   layer.groups)
+    act = layer.activation
+    y = y + act.shift_in[g][col]
+    y = torch.where(y > 0, y, act.slope[g][col] * y) + act.shift_out[g][col]
+    return y + x if layer.shortcut else y
+
+
+def test_release_recipe_trains_as_the_release_does() -> None:
+    """The bidiffsr-release UNet against the same UNet whose BI-Convs compute the release's formulas: equal outputs
+    and equal gradients for every parameter, the latent binary weights included."""
+    torch.manual_seed(0)
+    entry = ZOO.get("bidiffsr-unet-tiny")
+    inputs = tuple(t.double() if t.is_floating_point() else t for t in entry.inputs(16))
+    ours = binarize(entry.build().double().eval(), "bidiffsr-release", example_inputs=inputs)
+    with torch.no_grad():  # move the learnable parts off their initial values; weights beyond [-1, 1] too
+        for module in ours.modules():
+            if isinstance(module, BinaryConv2d):
+                module.weight.mul_(torch.empty_like(module.weight).uniform_(0.5, 40.0))
+                for param in (module.shift.bias, module.activation.shift_in, module.activation.shift_out):
+                    param.normal_(0, 0.3)
+    reference = copy.deepcopy(ours)
+    layers = [m for m in reference.modules() if isinstance(m, BinaryConv2d)]
+    assert layers and all(m.shortcut and m.bias is None for m in layers)
+    for layer in layers:
+        layer.forward = _release_bi_conv.__get__(layer)  # type: ignore[method-assign]
+    assert any(m.weight.abs().max() > 1 for m in layers)
+    out, ref = ours(*inputs), reference(*inputs)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-10)
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+    out.backward(upstream)
+    ref.backward(upstream)
+    ours_params, ref_params = dict(ours.named_parameters()), dict(reference.named_parameters())
+    assert ours_params.keys() == ref_params.keys()
+    for name, param in ours_params.items():
+        torch.testing.assert_close(param.grad, ref_params[name].grad, rtol=1e-8, atol=1e-10, msg=name)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -48,6 +48,14 @@ CASES = {
         "name: x\ndefaults:\n  weight_binarizer: ste\n  input_shift: 'yes'\n", 4,
         ["'input_shift' must be true or false", "'yes' (string)"],
     ),
+    "scale_gradient_not_bool": (
+        "name: x\ndefaults:\n  scale: channel_mean_abs\n  scale_gradient: 0\n", 4,
+        ["'scale_gradient' must be true or false", "0 (int)"],
+    ),
+    "scale_gradient_in_rule": (
+        "name: x\nrules:\n  - select: {type: Conv2d}\n    binarize: {scale_gradient: 'no'}\n", 4,
+        ["'scale_gradient' must be true or false", "'no' (string)"],
+    ),
     "unknown_option": (
         "name: x\ndefaults:\n  weight_binarizr: ste\n", 3,
         ["unknown layer option 'weight_binarizr'", "Did you mean 'weight_binarizer'?", "Allowed options:"],

@@ -49,6 +49,7 @@ VALID_OPTIONS = {
     "activation": st.sampled_from([None, "rprelu", "prelu"]),
     "shortcut": st.sampled_from([False, True, "auto"]),
     "pad_value": st.one_of(st.none(), st.floats(-2, 2), st.integers(-1, 1)),
+    "scale_gradient": st.booleans(),
 }
 options = st.fixed_dictionaries({}, optional=VALID_OPTIONS)
 selectors = st.one_of(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import textwrap
@@ -9,9 +10,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from safetensors import safe_open
 
+from torch import nn
+
+from binarize import binarize
 from binarize.errors import RecipeError, UnknownNameError
 from binarize.nn import LAYERS
+from binarize.recipe.options import IMPLICIT_DEFAULTS
 from binarize.recipe.options import RECIPE_OPTION_DEFAULTS as OPTION_DEFAULTS
 from binarize.recipe import OPTIONS, Recipe, Rule, Selector, available_recipes, dump_recipe, load_recipe
 
@@ -53,7 +59,11 @@ def test_shipped_recipe_is_documented_and_covers_all_candidate_types(name: str) 
     # keeps the linear time projections in full precision and binarizes convolutions.
     covered = CANDIDATE_TYPES if recipe.timestep is None else ("Conv2d",)
     assert any(set(covered) <= set(r.select.type) and r.action == "binarize" for r in typed)
-    assert set(recipe.defaults) == set(OPTION_DEFAULTS)  # every shipped recipe states every option
+    # every shipped recipe states every option (an implicit default at its value is left out of the canonical form)
+    assert set({**IMPLICIT_DEFAULTS, **recipe.defaults}) == set(OPTION_DEFAULTS)
+    if recipe.extends == ():
+        stated = yaml.safe_load((Path(recipe.file or "")).read_text(encoding="utf-8"))["defaults"]
+        assert set(stated) == set(OPTION_DEFAULTS)
 
 
 @pytest.mark.parametrize("name", [n for n in SHIPPED if n != "identity"])
@@ -65,7 +75,7 @@ def test_shipped_recipe_keeps_first_and_last_in_full_precision(name: str) -> Non
 
 def test_identity_turns_everything_off() -> None:
     recipe = load_recipe("identity")
-    assert recipe.defaults == OPTION_DEFAULTS
+    assert {**IMPLICIT_DEFAULTS, **recipe.defaults} == OPTION_DEFAULTS
     assert not recipe.uses_execution_order
 
 
@@ -129,6 +139,56 @@ def test_canonical_forms_share_a_hash() -> None:
     assert a == b and a.hash == b.hash
     assert a.defaults["pad_value"] == 0.0  # 0.0 is a real padding value, never dropped as falsy
     assert load_recipe({"name": "x", "defaults": {"pad_value": -1}}).defaults["pad_value"] == -1.0
+
+
+def test_an_option_added_later_resolves_to_its_default_and_leaves_hashes_alone() -> None:
+    """``scale_gradient`` came after recipes were hashed: unstated it means true, and at true it stays out of the
+    plain-data form, so a recipe written before it keeps its hash (and a checkpoint's stored recipe its own)."""
+    before = {"name": "x", "defaults": {"weight_binarizer": "ste", "scale": "channel_mean_abs"},
+              "rules": [{"select": {"type": "Conv2d"}, "binarize": {}}]}
+    old_hash = hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    unstated = load_recipe(before)
+    stated = load_recipe({**before, "defaults": {**before["defaults"], "scale_gradient": True}})
+    assert unstated == stated and unstated.hash == stated.hash == old_hash
+    assert unstated.to_dict() == stated.to_dict() == before
+    model = nn.Sequential(nn.Conv2d(2, 2, 3))
+    assert binarize(model, stated)[0].scale_gradient is True  # the layer default
+    off = load_recipe({**before, "defaults": {**before["defaults"], "scale_gradient": False}})
+    assert off.defaults["scale_gradient"] is False and off.hash != old_hash
+    assert load_recipe(yaml.safe_load(dump_recipe(off))) == off
+    assert binarize(model, off)[0].scale_gradient is False
+    # a rule states it as written: there it may override defaults that turn it off
+    rule = Rule.binarize({"type": "Conv2d"}, scale_gradient=True)
+    assert rule.to_dict()["binarize"] == {"scale_gradient": True}
+    assert binarize(model, Recipe("z", rules=[rule], defaults=off.defaults))[0].scale_gradient is True
+    child = load_recipe({"name": "y", "extends": "bidiffsr-release", "defaults": {"scale_gradient": True}})
+    assert "scale_gradient" not in child.defaults and "scale_gradient" in load_recipe("bidiffsr-release").defaults
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_recipes_keep_the_form_they_had_before_scale_gradient(name: str) -> None:
+    defaults = load_recipe(name).defaults
+    assert ("scale_gradient" in defaults) == (name == "bidiffsr-release")
+    assert defaults.get("scale_gradient", True) is (name != "bidiffsr-release")
+
+
+def test_trained_zoo_checkpoints_keep_their_recipe_hash() -> None:
+    """Each shipped checkpoint stores its recipe (plain data, without scale_gradient) and hash: both still agree,
+    and the recipe rebuilds layers with the default scale_gradient (the behaviour they were trained with)."""
+    from binarize.zoo import TRAINED
+
+    checked = 0
+    for name in TRAINED.names():
+        with safe_open(str(TRAINED.get(name).checkpoint), framework="pt") as handle:
+            metadata = handle.metadata()
+        stored = json.loads(metadata["recipe"])
+        if stored is None:
+            continue
+        recipe = load_recipe(stored)
+        assert "scale_gradient" not in stored["defaults"] and "scale_gradient" not in recipe.defaults
+        assert recipe.to_dict() == stored and recipe.hash == metadata["recipe_hash"], name
+        checked += 1
+    assert checked >= 2
 
 
 def test_unknown_name_lists_shipped_recipes_and_suggests() -> None:

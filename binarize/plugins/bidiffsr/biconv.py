@@ -10,13 +10,18 @@ For an input :math:`x` with :math:`C` channels and the sample's timestep group :
 * :math:`\operatorname{sign}(x_r)` has the ApproxSign gradient (:math:`2 + 2x` on :math:`[-1, 0)`, :math:`2 - 2x` on
   :math:`[0, 1)`, 0 elsewhere);
 * :math:`\alpha` is the mean of :math:`|W|` over each output channel's weights, without gradient; the gradient to
-  :math:`W` is straight-through, masked to :math:`|W| \le 1`;
+  :math:`W` is straight-through, masked to :math:`|W| \le 1`: :math:`\partial L / \partial W = \alpha \odot
+  \partial L / \partial \hat W \odot \mathbb{1}_{|W| \le 1}` by default (the chain rule through
+  :math:`\hat W = \alpha \operatorname{sign}(W)`), and without the factor :math:`\alpha` with ``release=True``,
+  as the authors' release trains (layer option ``scale_gradient``, see
+  :func:`~binarize.nn.functional.scale_binary`);
 * there is no convolution bias (a bias of the full-precision layer is folded into RPReLU's input shift, which
   computes the same function);
 * :math:`b_g` (TaR) and the RPReLU (TaA: shift, per-channel PReLU with slope 0.25 at initialisation, shift) exist
   once per timestep group, stacked ``(K, C)`` and gathered per sample.
 
-``sign(0)`` is +1 (strictly binary); ``release=True`` maps 0 to 0 as the authors' release does (``torch.sign``).
+``sign(0)`` is +1 (strictly binary); ``release=True`` maps 0 to 0 as the authors' release does (``torch.sign``), and
+leaves :math:`\alpha` out of the weight's gradient as the release does.
 
 Reference: Chen et al., "Binarized Diffusion Model for Image Super-Resolution" (BI-DiffSR), NeurIPS 2024, Sec. 3.1
 and 3.4.
@@ -35,7 +40,8 @@ __all__ = ["bi_conv", "bi_conv_options", "binarize_branches"]
 
 
 def bi_conv_options(timestep_groups: int | None = 5, *, release: bool = False) -> dict[str, Any]:
-    """The binary-layer options that make a ``BinaryConv2d`` a BI-Conv (``timestep_groups=None``: no TaR/TaA groups).
+    """The binary-layer options that make a ``BinaryConv2d`` a BI-Conv (``timestep_groups=None``: no TaR/TaA groups;
+    ``release=True``: the authors' release, with ``sign(0) = 0`` and ``scale_gradient=False``).
 
     Examples:
         >>> sorted(bi_conv_options())[:4]
@@ -46,6 +52,7 @@ def bi_conv_options(timestep_groups: int | None = 5, *, release: bool = False) -
         "input_binarizer": {"name": "approx_sign", **zero},
         "weight_binarizer": {"name": "clipped_ste", **zero},
         "scale": "channel_mean_abs",
+        "scale_gradient": not release,
         "input_shift": True,
         "activation": "rprelu",
         "shortcut": True,
