@@ -1,25 +1,29 @@
 r"""Choosing the tile size for sampling a large image from the memory available, with a time estimate up front.
 
-A denoiser's peak activation memory grows with the pixels it sees: linearly for convolutions, quadratically for
-self-attention over the whole feature map. :func:`plan_tiles` measures the peak on two small probes (sides
-:math:`p_1 = 64` and :math:`p_2 = 128` pixels, :math:`n_i = p_i^2`) and fits
+A denoiser's peak memory depends on the size it sees in ways no single rule captures: linear in the pixels for
+convolutions, quadratic for self-attention over a feature map (a 2832 px tile of a UNet with attention at 1/8
+resolution needs a 62 GB attention matrix, while at 128 px the same matrix is 256 KB, lost among the convolutions'
+activations). So :func:`plan_tiles` does not extrapolate: it runs the network on the ``meta`` device (a copy whose
+tensors have shapes and no data) at each candidate size and counts the peak of live tensor bytes there, exactly as
+:class:`~binarize.bench.memory.LiveTensorBytes` counts them on the CPU, and the operations' floating-point work with
+:class:`~torch.utils.flop_counter.FlopCounterMode`. A meta run costs no memory and about as long as the Python
+overhead of one forward pass, so the largest tile side that fits is found by bisection over the multiples of the
+network's size multiple (at least :data:`MIN_TILE`).
 
-.. math:: m(n) = a\,n + b\,n^2, \qquad b = \max\Bigl(0, \frac{m_2/n_2 - m_1/n_1}{n_2 - n_1}\Bigr),
-          \qquad a = \max\bigl(m_1/n_1 - b\,n_1,\ m_2/n_2 - b\,n_2,\ 0\bigr),
+The budget is half of the memory available now (``MemAvailable`` on Linux, the free CUDA memory on a GPU) unless
+given; the sampler's own full-size tensors (:data:`IMAGE_BUFFERS` images of the output's size: the noisy image, the
+condition, the blended output and its weights, :math:`\hat x_0`, :math:`\hat\epsilon`) come off it first. The time
+estimate is one real forward pass at 128 px, timed after a warm-up and scaled by the ratio of floating-point work
+at the tile size, times the tiles per step and the steps.
 
-then takes the largest tile side :math:`s` (a multiple of the network's size multiple, at least
-:data:`MIN_TILE`) with :math:`m(s^2)` within the budget left after the sampler's full-size tensors
-(:data:`IMAGE_BUFFERS` images of the output's size: the noisy image, the condition, the blended output and its
-weights, :math:`\hat x_0`, :math:`\hat\epsilon`). The whole image is one pass when it fits. The budget is half of the
-memory available now (``MemAvailable`` on Linux, the free CUDA memory on a GPU) unless given.
-
-Peaks are counted as in :mod:`binarize.bench.memory` (the CUDA allocator's peak, or live tensor storages on the
-CPU). The time of one network evaluation is fitted the same way from the probes' times (after a warm-up call) and
-multiplied by the tiles per step and the steps: an estimate, printed before the work starts.
+A network that cannot run on the meta device (an operation without a meta kernel, a data-dependent branch) is
+measured for real at :math:`p_1 = 64` and :math:`p_2 = 128` px instead, with :math:`m(n) = a\,n + b\,n^2` fitted
+through the two peaks (:math:`n = p^2`): less exact, so its plan says "extrapolated".
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Callable
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from binarize.diffusion.sampler import SIZE_MULTIPLE, tile_origins
 from binarize.errors import BinarizeError
@@ -60,6 +64,8 @@ class TilePlan:
         peak_bytes: the estimated peak memory (the network on one tile plus the full-size buffers).
         budget_bytes: the memory the plan was allowed to use.
         seconds: the estimated sampling time.
+        exact: the memory was counted on the meta device at the tile's size (``False``: extrapolated from two
+            measured probes).
     """
 
     height: int
@@ -70,6 +76,7 @@ class TilePlan:
     peak_bytes: int
     budget_bytes: int
     seconds: float
+    exact: bool = True
 
     def describe(self) -> str:
         """One line: the size, the tiling, the memory estimate and the time estimate.
@@ -79,9 +86,10 @@ class TilePlan:
             '8000x6000 output in 391 tiles of 512 px, 50 steps: about 3.0 GiB of memory (12.0 GiB allowed), about 1 h 30 min'
         """
         layout = "in one pass" if self.tile is None else f"in {self.tiles} tiles of {self.tile} px"
+        memory = f"about {format_bytes(self.peak_bytes)}" + ("" if self.exact else " (extrapolated)")
         return (
-            f"{self.width}x{self.height} output {layout}, {self.steps} steps: about {format_bytes(self.peak_bytes)} "
-            f"of memory ({format_bytes(self.budget_bytes)} allowed), about {_duration(self.seconds)}"
+            f"{self.width}x{self.height} output {layout}, {self.steps} steps: {memory} of memory "
+            f"({format_bytes(self.budget_bytes)} allowed), about {_duration(self.seconds)}"
         )
 
 
@@ -134,16 +142,71 @@ def tile_count(height: int, width: int, tile: int | None, overlap: int) -> int:
     return len(tile_origins(height, tile, tile - overlap)) * len(tile_origins(width, tile, tile - overlap))
 
 
-@torch.no_grad()
-def _probe(model: nn.Module, side: int, channels: int, batch: int, device: torch.device,
-           timestep: int) -> tuple[int, float]:
-    from binarize.bench.memory import peak_memory
+class _Footprint:
+    """Peak live tensor bytes and floating-point operations of one network evaluation at a given size."""
 
-    x = torch.zeros(batch, channels, side, side, device=device)
-    t = torch.full((batch,), timestep, dtype=torch.long, device=device)
-    began = time.perf_counter()
-    peak = peak_memory(lambda: model(x, t, x), device)
-    return peak, time.perf_counter() - began
+    def __init__(self, model: nn.Module, batch: int, channels: int, timestep: int) -> None:
+        self.model, self.batch, self.channels, self.timestep = model, batch, channels, timestep
+        self.device = next(model.parameters()).device
+        self.meta = _meta_copy(model)
+        self.exact = self.meta is not None and self._meta_run(_PROBES[0], _PROBES[0]) is not None
+        if not self.exact:
+            (m1, _), (m2, _) = (self._real_run(side) for side in _PROBES)
+            self._fitted = _fit(m1, m2)
+
+    def peak(self, height: int, width: int) -> int:
+        if self.exact:
+            measured = self._meta_run(height, width)
+            assert measured is not None
+            return measured[0]
+        return int(self._fitted(height * width))
+
+    def seconds(self, height: int, width: int) -> float:
+        """One evaluation's time: measured at 128 px and scaled by the work (or the pixels, without meta runs)."""
+        side = _PROBES[1]
+        self._real_run(_PROBES[0])  # warm-up: first calls pay one-time costs
+        _, measured = self._real_run(side)
+        if self.exact:
+            work, reference = self._meta_run(height, width), self._meta_run(side, side)
+            assert work is not None and reference is not None
+            if reference[1] > 0:
+                return measured * work[1] / reference[1]
+        return measured * height * width / side**2
+
+    def _inputs(self, height: int, width: int, device: torch.device | str) -> tuple[Tensor, Tensor]:
+        x = torch.zeros(self.batch, self.channels, height, width, device=device)
+        return x, torch.full((self.batch,), self.timestep, dtype=torch.long, device=device)
+
+    @torch.no_grad()
+    def _meta_run(self, height: int, width: int) -> tuple[int, int] | None:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from binarize.bench.memory import LiveTensorBytes
+
+        x, t = self._inputs(height, width, "meta")
+        tracker, counter = LiveTensorBytes("meta"), FlopCounterMode(display=False)
+        try:
+            with counter, tracker:
+                self.meta(x, t, x)  # type: ignore[misc]
+        except Exception:  # noqa: BLE001 - any failure means: measure for real instead
+            return None
+        return tracker.peak, int(counter.get_total_flops())
+
+    @torch.no_grad()
+    def _real_run(self, side: int) -> tuple[int, float]:
+        from binarize.bench.memory import peak_memory
+
+        x, t = self._inputs(side, side, self.device)
+        began = time.perf_counter()
+        peak = peak_memory(lambda: self.model(x, t, x), self.device)
+        return peak, time.perf_counter() - began
+
+
+def _meta_copy(model: nn.Module) -> nn.Module | None:
+    try:
+        return copy.deepcopy(model).to("meta")
+    except Exception:  # noqa: BLE001 - a model that cannot be copied is measured for real
+        return None
 
 
 def plan_tiles(
@@ -177,13 +240,10 @@ def plan_tiles(
     device = next(model.parameters()).device
     allowed = int(budget if budget is not None else available_memory(device) // 2)
     buffers = IMAGE_BUFFERS * batch * channels * height * width * 4
-    _probe(model, _PROBES[0], channels, batch, device, timestep)  # warm-up: first calls pay one-time costs
-    (m1, t1), (m2, t2) = (_probe(model, side, channels, batch, device, timestep) for side in _PROBES)
-    memory = _fit(m1, m2)
-    seconds = _fit(t1, t2)
+    footprint = _Footprint(model, batch, channels, timestep)
 
     def peak(side_h: int, side_w: int) -> int:
-        return int(buffers + memory(side_h * side_w))
+        return buffers + footprint.peak(side_h, side_w)
 
     if tile == "auto":
         tile = _largest_tile(height, width, multiple, overlap, allowed, peak, buffers)
@@ -191,8 +251,8 @@ def plan_tiles(
         tile = None
     tiles = tile_count(height, width, tile, overlap)
     side_h, side_w = (height, width) if tile is None else (min(tile, height), min(tile, width))
-    per_step = seconds(side_h * side_w) * tiles
-    return TilePlan(height, width, tile, tiles, steps, peak(side_h, side_w), allowed, per_step * steps)
+    seconds = footprint.seconds(side_h, side_w) * tiles * steps
+    return TilePlan(height, width, tile, tiles, steps, peak(side_h, side_w), allowed, seconds, footprint.exact)
 
 
 def _fit(at_first: float, at_second: float) -> Callable[[int], float]:
@@ -216,17 +276,17 @@ def _largest_tile(height: int, width: int, multiple: int, overlap: int, allowed:
         )
     smallest = max(MIN_TILE, 2 * overlap)
     smallest += -smallest % multiple
-    if estimate(smallest, smallest) > allowed:
+    if estimate(min(smallest, height), min(smallest, width)) > allowed:
         raise TilingError(
             f"even a {smallest} px tile needs about {format_bytes(estimate(smallest, smallest))} with the "
             f"full-size images of a {width}x{height} output, more than the {format_bytes(allowed)} allowed; "
             "upscale a smaller image or allow more memory (--max-memory)"
         )
-    best = smallest
-    side = smallest
-    while side <= max(height, width):
-        if estimate(side, side) > allowed:
-            break
-        best = side
-        side += multiple
-    return best
+    low, high = smallest, max(height, width) + -max(height, width) % multiple  # low fits; find the largest
+    while high - low > multiple:
+        middle = (low + high) // 2 // multiple * multiple
+        if estimate(min(middle, height), min(middle, width)) <= allowed:
+            low = middle
+        else:
+            high = middle
+    return high if estimate(min(high, height), min(high, width)) <= allowed else low
