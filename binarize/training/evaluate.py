@@ -92,6 +92,10 @@ def upscale_image(
         progress: called with the step index after each sampling step.
         on_forward: called after each network evaluation (one per tile and step).
         budget: bytes the sampling may use with ``tile="auto"`` (default: half of the available memory).
+
+    Raises:
+        CheckpointError: the result holds NaN or infinity (nothing is returned that would be written as a black
+            image).
     """
     sampler = sampler_for(config, steps)
     cond = bicubic_upscale(lr[None], config.scale)
@@ -101,6 +105,13 @@ def upscale_image(
     device = next(model.parameters()).device
     denoiser = model if on_forward is None else _reporting(model, on_forward)
     out = sampler.upscale(denoiser, cond.to(device), tile=tile, generator=generator, progress=progress)
+    bad = int((~torch.isfinite(out)).sum())
+    if bad:
+        raise CheckpointError(
+            f"the network's output holds {bad} NaN or infinite values of {out.numel()}, so there is no image to "
+            "write; its weights are finite, so the network overflows on this input (check the input's range, or "
+            "evaluate an earlier checkpoint)"
+        )
     return out[0].cpu()
 
 

@@ -160,3 +160,19 @@ def _not_utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return True
     return False
+
+
+def test_an_output_with_nan_is_an_error_not_a_black_image() -> None:
+    from binarize.training import CheckpointError, upscale_image
+
+    class Overflowing(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gain = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+            return x * self.gain * float("inf")
+
+    config = load_config(tiny_experiment("t"))
+    with pytest.raises(CheckpointError, match="output holds .* NaN or infinite values"):
+        upscale_image(Overflowing(), config, torch.rand(3, 8, 8), steps=2)
