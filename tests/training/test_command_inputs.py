@@ -171,7 +171,7 @@ def test_an_output_with_nan_is_an_error_not_a_black_image() -> None:
             self.gain = torch.nn.Parameter(torch.ones(()))
 
         def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-            return x * self.gain * float("inf")
+            return x * self.gain * float("nan")
 
     config = load_config(tiny_experiment("t"))
     with pytest.raises(CheckpointError, match="output holds .* NaN or infinite values"):
