@@ -23,6 +23,8 @@ from binarize.zoo import ZOO
 REFERENCE = "resnet8"
 DIFFUSION_REFERENCE = "bidiffsr-unet-tiny"
 GALLERY_DIR = "recipes"
+#: The opening fence of the recipe files shown on the pages: YAML whose long lines wrap (``.wrap-lines``).
+YAML_FENCE = "```{.yaml .wrap-lines}"
 
 
 def _flow(value: Any) -> str:
@@ -36,12 +38,13 @@ def _cell(value: Any) -> str:
 
 
 def _spec(value: Any) -> str:
-    """A binarizer or scale spec, short: ``ste``, ``heaviside(threshold=0.5, clip=0.5)``, ``-``."""
+    """A binarizer or scale spec, short: ``ste``, ``heaviside (threshold=0.5, clip=0.5)``, ``-`` (the space lets a
+    table cell wrap before the arguments)."""
     if value is None:
         return "-"
     if isinstance(value, dict):
         args = ", ".join(f"{k}={_flow(v)}" for k, v in value.items() if k != "name")
-        return f"{value['name']}({args})"
+        return f"{value['name']} ({args})"
     return str(value)
 
 
@@ -154,9 +157,10 @@ def recipe_page(name: str, refs: References) -> tuple[str, dict[str, Any]]:
         rows.append([str(i), f"`{rule.select.describe()}`", action, str(rule.level), where])
     out += [_table(["#", "select", "action", "level", "from"], rows), ""]
 
-    out += ["## The file", "", f"`recipes/{name}.yaml`, as shipped:", "", "```yaml", source.rstrip(), "```", ""]
+    # The files hold prose (descriptions, paper titles) on long lines: these blocks wrap them (extra.css).
+    out += ["## The file", "", f"`recipes/{name}.yaml`, as shipped:", "", YAML_FENCE, source.rstrip(), "```", ""]
     out += ["Fully resolved (what `binarize.dump_recipe(binarize.load_recipe(...))` prints):", ""]
-    out += ["```yaml", dump_recipe(recipe).rstrip(), "```", ""]
+    out += [YAML_FENCE, dump_recipe(recipe).rstrip(), "```", ""]
 
     fp = ref.fp
     out += [f"## On `zoo:{ref.name}`", ""]
@@ -226,18 +230,22 @@ def index_page(rows: list[dict[str, Any]], refs: References) -> str:
         f"Full precision, `zoo:{REFERENCE}` costs **{refs.get(REFERENCE).fp.params_m:.4f} M** params and "
         f"**{refs.get(REFERENCE).fp.ops_g:.5f} G** ops in the paper convention, `zoo:{DIFFUSION_REFERENCE}` "
         f"**{refs.get(DIFFUSION_REFERENCE).fp.params_m:.4f} M** and **{refs.get(DIFFUSION_REFERENCE).fp.ops_g:.5f} G**; "
-        "the table gives each recipe's figures and the number of layers it replaced. "
+        "the tables give each recipe's figures and the number of layers it replaced. "
         "*Extras* are ReActNet's learnable input shift (RSign), the output activation, identity shortcuts and the "
         "factories of the recipe's [graph rules](../concepts/graph-rules.md).",
         "",
     ]
-    table_rows = [
-        [f"[`{r['name']}`]({r['name']}.md)", r["paper"], r["weights"], r["inputs"], r["scale"], r["extras"],
-         r["reference"], str(r["replaced"]), r["params"], r["ops"]]
-        for r in rows
-    ]
-    header = ["recipe", "paper", "weights", "inputs", "scale", "extras", "on", "replaced", "params (M)", "ops (G)"]
-    out += [_table(header, table_rows), ""]
+    # One table per reference network (no "on" column), the two binarizers in one column: the table fits the
+    # content column of a 1280 px wide window.
+    header = ["recipe", "paper", "weights / inputs", "scale", "extras", "replaced", "params (M)", "ops (G)"]
+    for reference in dict.fromkeys(r["reference"] for r in rows):
+        out += [f"## On {reference}", ""]
+        table_rows = [
+            [f"[`{r['name']}`]({r['name']}.md)", r["paper"], f"{r['weights']} / {r['inputs']}", r["scale"],
+             r["extras"], str(r["replaced"]), r["params"], r["ops"]]
+            for r in rows if r["reference"] == reference
+        ]
+        out += [_table(header, table_rows), ""]
     return "\n".join(out)
 
 
