@@ -208,6 +208,12 @@ class Balanced(WeightScale):
 
 
 ScaleSpec = str | Mapping[str, Any] | None
+"""What :func:`make_scale` (and a binary layer's ``scale``) accepts:
+
+- a registered name: ``"mean_abs"``, ``"channel_mean_abs"``, ``"learnable"``, ... (:data:`SCALES` lists them);
+- a mapping with the name and keyword arguments: ``{"name": "channel_mean_abs", "gradient": True}``, as in a recipe;
+- ``None`` or ``"none"``: no scale.
+"""
 
 
 def make_scale(spec: ScaleSpec, weight: Tensor, out_dim: int) -> WeightScale | None:

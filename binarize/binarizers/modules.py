@@ -244,6 +244,14 @@ class CallableBinarizer(Binarizer):
 
 
 BinarizerSpec = Binarizer | str | Mapping[str, Any] | Callable[[Tensor], Tensor] | None
+"""What :func:`get_binarizer` (and a binary layer's ``weight_binarizer`` / ``input_binarizer``) accepts:
+
+- a registered name: ``"ste"``, ``"clipped_ste"``, ``"approx_sign"``, ... (:data:`BINARIZERS` lists them);
+- a mapping with the name and keyword arguments: ``{"name": "swish_sign", "beta": 2.0}``, as in a recipe;
+- a :class:`Binarizer` instance, used as it is;
+- any other callable from tensor to tensor, wrapped in a :class:`CallableBinarizer`;
+- ``None``, ``"none"`` or ``"identity"``: no binarizer (the values stay in full precision).
+"""
 
 
 def get_binarizer(spec: BinarizerSpec) -> Binarizer | None:
