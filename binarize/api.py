@@ -92,7 +92,8 @@ def binarize(
 
     Examples:
         >>> import torch
-        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3))
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3))
         >>> out = binarize(net, "identity")
         >>> [r["new_type"] for r in out.binarize_report.replaced]
         ['BinaryConv2d', 'BinaryConv2d']

@@ -27,7 +27,8 @@ Examples:
     >>> hr = torch.linspace(0, 1, 3 * 32 * 32).reshape(3, 32, 32)
     >>> psnr_y(hr, hr, crop=2), ssim_y(hr, hr, crop=2)
     (inf, 1.0)
-    >>> noisy = (hr + 0.02 * torch.randn(hr.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    >>> noise = torch.randn(hr.shape, generator=torch.Generator().manual_seed(0))
+    >>> noisy = (hr + 0.02 * noise).clamp(0, 1)
     >>> round(psnr_y(noisy, hr, crop=2), 2), round(ssim_y(noisy, hr, crop=2), 4)
     (38.73, 0.9026)
 """

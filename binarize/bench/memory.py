@@ -96,7 +96,8 @@ def peak_memory(work: Callable[[], Any], device: torch.device, alive: Iterable[T
             optimizer state, inputs).
 
     Examples:
-        >>> peak_memory(lambda: torch.ones(256) * 2, torch.device("cpu"), alive=[torch.zeros(256)])
+        >>> alive = [torch.zeros(256)]
+        >>> peak_memory(lambda: torch.ones(256) * 2, torch.device("cpu"), alive=alive)
         3072
     """
     tracker = LiveTensorBytes(device.type)

@@ -37,8 +37,8 @@ def training_batch(
         seed: seeds the noise and the timesteps.
 
     Examples:
-        >>> x, t = training_batch((torch.zeros(1, 3, 4, 4), torch.tensor([7])), 4, timestep_position=1,
-        ...                       total_timesteps=2000)
+        >>> inputs = (torch.zeros(1, 3, 4, 4), torch.tensor([7]))
+        >>> x, t = training_batch(inputs, 4, timestep_position=1, total_timesteps=2000)
         >>> x.shape, t.shape, bool(x[0].ne(x[1]).any())
         (torch.Size([4, 3, 4, 4]), torch.Size([4]), True)
     """

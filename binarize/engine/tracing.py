@@ -256,7 +256,8 @@ def trace_partially(
         ...         return x if x.sum() > 0 else -x      # data-dependent: fx cannot trace it
         >>> net = nn.Sequential(nn.Conv2d(3, 3, 1), Gate(), nn.Conv2d(3, 3, 1))
         >>> result = trace_partially(net)
-        >>> [n.target for n in result.regions[0].graph_module.graph.nodes if n.op == "call_module"]
+        >>> nodes = result.regions[0].graph_module.graph.nodes
+        >>> [n.target for n in nodes if n.op == "call_module"]
         ['0', '1', '2']
         >>> result.untraced[0]["name"], result.untraced[0]["reason"].split(":")[0]
         ('1', 'TraceError')

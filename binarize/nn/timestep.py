@@ -49,7 +49,8 @@ def gather_groups(param: Tensor, groups: Tensor, like: Tensor, channel_dim: int)
     operation, whatever the number of samples or groups.
 
     Examples:
-        >>> gather_groups(torch.arange(10.0).view(5, 2), torch.tensor([4, 0]), torch.zeros(2, 2, 3, 3), 1).flatten()
+        >>> param, groups = torch.arange(10.0).view(5, 2), torch.tensor([4, 0])
+        >>> gather_groups(param, groups, torch.zeros(2, 2, 3, 3), 1).flatten()
         tensor([8., 9., 0., 1.])
     """
     return broadcast_channels(gather_rows(param, groups), like, -1 if channel_dim == -1 else 1)

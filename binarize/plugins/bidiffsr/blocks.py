@@ -403,7 +403,7 @@ class CSFusion(BranchedConv):
         >>> fusion = CSFusion(64)
         >>> fusion(torch.zeros(1, 64, 8, 8), torch.zeros(1, 64, 8, 8)).shape
         torch.Size([1, 64, 8, 8])
-        >>> wide = CSFusion(64, widths=(64, 32))             # 96 -> 64: a 3 x 2 grid of 32 -> 32 branches
+        >>> wide = CSFusion(64, widths=(64, 32))  # 96 -> 64: a 3 x 2 grid of 32 -> 32 branches
         >>> len(wide.branches), wide(torch.zeros(1, 64, 8, 8), torch.zeros(1, 32, 8, 8)).shape
         (6, torch.Size([1, 64, 8, 8]))
     """
