@@ -14,12 +14,38 @@ from binarize.bench.quality import QualityResult
 from binarize.zoo import TRAINED
 
 
+#: The longest line of a command shown on the site (the code column's width at 1280 px).
+COMMAND_COLUMNS = 88
+_SHELL_BLOCK = re.compile(r"^```(?:bash|console|sh|shell)\n(.*?)^```", re.M | re.S)
+
+
+def wrap_command(line: str, width: int = COMMAND_COLUMNS) -> str:
+    """A long shell command split before its ``--options`` into lines of at most ``width`` characters, each but
+    the last ending with a backslash (the same command for the shell)."""
+    if len(line) <= width:
+        return line
+    head, *options = line.split(" --")
+    lines, current = [], head
+    for option in options:
+        piece = f" --{option}"
+        if len(current) + len(piece) + 2 > width:
+            lines.append(current + " \\")
+            current = f"    --{option}"
+        else:
+            current += piece
+    return "\n".join([*lines, current])
+
+
 def cards_markdown(heading_level: int = 2) -> str:
-    """Every trained zoo model's card, its headings moved down to ``heading_level``."""
+    """Every trained zoo model's card, its headings moved down to ``heading_level`` and its long commands split
+    over lines."""
     parts = []
     for name in TRAINED.names():
         text = TRAINED.get(name).card_markdown.read_text(encoding="utf-8")
-        parts.append(re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + heading_level - 1) + " ", text, flags=re.M))
+        text = re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + heading_level - 1) + " ", text, flags=re.M)
+        text = _SHELL_BLOCK.sub(lambda m: m.group(0).replace(m.group(1), "\n".join(
+            wrap_command(line) for line in m.group(1).splitlines()) + "\n"), text)
+        parts.append(text)
     return "\n".join(parts)
 
 
