@@ -93,16 +93,16 @@ def _bytes(n: float) -> str:
 
 def overhead_markdown(paths: list[Path]) -> str:
     """A table of stored ``binarize bench overhead --json`` results, one row per file."""
-    lines = ["| model | setting | binary step | twin step | time | binary peak | twin peak | memory |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model, recipe | setting | step, binary / twin | time | peak, binary / twin | memory |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for path in paths:
         data = json.loads(path.read_text(encoding="utf-8"))
         setting = f"{data['size']} x {data['size']}, batch {data['batch']}, {data['dtype']}"
         if data.get("compile"):
             setting += ", compiled"
         lines.append(
-            f"| `{data['model']}`, `{data['recipe']}` | {setting} | {data['time_binary_s'] * 1e3:.1f} ms | "
-            f"{data['time_fp_s'] * 1e3:.1f} ms | {data['time_ratio']:.2f}x | {_bytes(data['memory_binary_bytes'])} | "
+            f"| `{data['model']}`, `{data['recipe']}` | {setting} | {data['time_binary_s'] * 1e3:.1f} / "
+            f"{data['time_fp_s'] * 1e3:.1f} ms | {data['time_ratio']:.2f}x | {_bytes(data['memory_binary_bytes'])} / "
             f"{_bytes(data['memory_fp_bytes'])} | {data['memory_ratio']:.2f}x |"
         )
     return "\n" + "\n".join(lines) + "\n"

@@ -3,9 +3,11 @@ r"""The BI-Conv unit of BI-DiffSR, as a configuration of the core binary convolu
 For an input :math:`x` with :math:`C` channels and the sample's timestep group :math:`g`:
 
 .. math::
+    \begin{gathered}
     x_r = x + b_g \quad (\text{TaR}), \qquad
-    y = \operatorname{conv}\bigl(\operatorname{sign}(x_r),\ \alpha \operatorname{sign}(W)\bigr), \qquad
+    y = \operatorname{conv}\bigl(\operatorname{sign}(x_r),\ \alpha \operatorname{sign}(W)\bigr), \\
     \text{out} = \operatorname{RPReLU}_g(y) + x \quad (\text{TaA, identity shortcut})
+    \end{gathered}
 
 * :math:`\operatorname{sign}(x_r)` has the ApproxSign gradient (:math:`2 + 2x` on :math:`[-1, 0)`, :math:`2 - 2x` on
   :math:`[0, 1)`, 0 elsewhere);

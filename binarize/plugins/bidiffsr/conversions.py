@@ -8,8 +8,10 @@ dimension, output :math:`i` reads input :math:`2i + e` for the taps :math:`e = d
 :math:`2i + e = 2(i + o) + \phi` with :math:`o = \lfloor e/2 \rfloor` and :math:`\phi = e \bmod 2`, tap :math:`e` reads
 pixel phase :math:`\phi` of the ``PixelUnshuffle(2)`` image at offset :math:`o`. So
 
-.. math:: \operatorname{conv}_{s=2}(x) = \operatorname{conv}'_{s=1}\bigl(\operatorname{PixelUnshuffle}_2(x)\bigr),
-          \qquad W'[o_c,\ 4c + 2\phi_y + \phi_x,\ o_y,\ o_x] \mathrel{+}= W[o_c, c, d_y, d_x]
+.. math:: \begin{gathered}
+          \operatorname{conv}_{s=2}(x) = \operatorname{conv}'_{s=1}\bigl(\operatorname{PixelUnshuffle}_2(x)\bigr),
+          \\ W'[o_c,\ 4c + 2\phi_y + \phi_x,\ o_y,\ o_x] \mathrel{+}= W[o_c, c, d_y, d_x]
+          \end{gathered}
 
 a stride-1 "same" convolution with :math:`4 C_\text{in}` input channels.
 
@@ -18,8 +20,10 @@ Output pixel :math:`2j + a` (phase :math:`a \in \{0, 1\}`) reads the upsampled i
 the low-resolution pixel :math:`j + \lfloor (a + e)/2 \rfloor`. Each output phase is therefore a convolution of the
 low-resolution image, and
 
-.. math:: \operatorname{conv}(\operatorname{up}_2(x)) = \operatorname{PixelShuffle}_2\bigl(\operatorname{conv}'(x)\bigr),
-          \qquad W'[4 o_c + 2 a_y + a_x,\ c,\ o_y,\ o_x] \mathrel{+}= W[o_c, c, d_y, d_x]
+.. math:: \begin{gathered}
+          \operatorname{conv}(\operatorname{up}_2(x)) = \operatorname{PixelShuffle}_2\bigl(\operatorname{conv}'(x)\bigr),
+          \\ W'[4 o_c + 2 a_y + a_x,\ c,\ o_y,\ o_x] \mathrel{+}= W[o_c, c, d_y, d_x]
+          \end{gathered}
 
 with :math:`o = \lfloor (a + e)/2 \rfloor` and :math:`4 C_\text{out}` output channels. Zero padding maps to zero
 padding in both rewrites (a pixel outside the image is outside the unshuffled or low-resolution image too), for
