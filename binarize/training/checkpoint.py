@@ -37,7 +37,7 @@ from binarize.training.config import ConfigError, ExperimentConfig, load_config
 
 __all__ = [
     "Checkpoint", "CheckpointError", "FORMAT", "compact_checkpoint", "latest_checkpoint", "read_checkpoint",
-    "tensor_checksum", "write_checkpoint",
+    "load_weights", "tensor_checksum", "write_checkpoint",
 ]
 
 FORMAT = "binarize-checkpoint/2"
@@ -83,6 +83,7 @@ def _metadata(config: ExperimentConfig, recipe: dict[str, Any] | None, recipe_ha
         "recipe_hash": recipe_hash,
         "step": str(step),
         "optim_groups": json.dumps(groups),
+        "optim_state": json.dumps(sorted({int(k.split(".")[1]) for k in tensors if k.startswith("optim.")})),
         "checksums": json.dumps({name: tensor_checksum(value) for name, value in sorted(tensors.items())}),
     }
 
@@ -196,6 +197,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                 _, index, name = key.split(".", 2)
                 per_param.setdefault(int(index), {})[name] = value
         optimizer_state = {"state": per_param, "param_groups": groups}
+        if "optim_state" in metadata:
+            written = fields.json("optim_state", list)
+            lost = sorted(set(written) - set(per_param))
+            if lost:
+                optimizer_state["missing"] = lost
     return Checkpoint(
         source, config, fields.json("recipe", (dict, type(None))), fields.text("recipe_hash"), fields.step(),
         model_state, optimizer_state,
@@ -284,3 +290,31 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
         except ValueError:
             continue
     return max(candidates)[1] if candidates else None
+
+
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str | Path, what: str) -> None:
+    """Load ``state`` into ``model``, or raise :class:`CheckpointError` naming ``source`` and every kind of misfit.
+
+    Missing and unexpected names, shapes that differ and values of another kind (an integer or boolean tensor
+    where the model holds floating point, or the reverse; floating-point precisions may differ, as in a compact
+    float16 file) are listed, the first few of each, instead of torch's multi-line message or a silent cast.
+    """
+    expected = model.state_dict()
+    problems = []
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing:
+        problems.append(f"missing {_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_names(unexpected)}")
+    shapes = [f"{k} {tuple(state[k].shape)} instead of {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and state[k].shape != v.shape]
+    if shapes:
+        problems.append(f"other shapes: {_names(shapes)}")
+    kinds = [f"{k} ({state[k].dtype} instead of {v.dtype})" for k, v in expected.items()
+             if k in state and state[k].is_floating_point() != v.is_floating_point()]
+    if kinds:
+        problems.append(f"values of another kind: {_names(kinds)}")
+    if problems:
+        raise CheckpointError(f"{source}: its weights do not fit {what}: {'; '.join(problems)}")
+    model.load_state_dict(dict(state))

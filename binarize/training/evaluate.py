@@ -22,7 +22,7 @@ from binarize.data import ImageFolder, bicubic_downscale, bicubic_upscale, embed
 from binarize.diffusion import PREDICTION_TARGETS, DDIMSampler
 from binarize.diffusion.tiles import plan_tiles
 from binarize.metrics import psnr_y, ssim_y
-from binarize.training.checkpoint import Checkpoint, CheckpointError, read_checkpoint
+from binarize.training.checkpoint import Checkpoint, CheckpointError, load_weights, read_checkpoint
 from binarize.training.config import ConfigError, ExperimentConfig
 from binarize.training.data import HELD_OUT_CROP
 from binarize.training.model import build_model
@@ -38,11 +38,7 @@ def load_model(checkpoint: str | Path | Checkpoint) -> tuple[nn.Module, Checkpoi
     """
     found = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint)
     built = build_model(found.config, found.recipe)
-    try:
-        built.model.load_state_dict(found.model_state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"{found.path}: the weights do not fit {found.config.model} ({first})") from None
+    load_weights(built.model, found.model_state, found.path, found.config.model)
     return built.model.eval(), found
 
 

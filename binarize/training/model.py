@@ -91,7 +91,7 @@ def build_model(
 
 def _load_initial_weights(model: nn.Module, config: ExperimentConfig) -> None:
     """Load the full-precision weights named by ``config.init`` into ``model`` (before binarization)."""
-    from binarize.training.checkpoint import CheckpointError, read_checkpoint
+    from binarize.training.checkpoint import load_weights, read_checkpoint
 
     path = resolve_checkpoint(config.init)
     found = read_checkpoint(path)
@@ -105,10 +105,7 @@ def _load_initial_weights(model: nn.Module, config: ExperimentConfig) -> None:
             f"init {config.init!r} holds {found.config.model} {found.config.model_args}, this experiment trains "
             f"{config.model} {config.model_args}; init needs the same network"
         )
-    try:
-        model.load_state_dict(found.model_state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: the weights do not fit {config.model} ({str(exc).splitlines()[0]})") from None
+    load_weights(model, found.model_state, path, config.model)
 
 
 def resolve_checkpoint(spec: str | Path) -> Path:

@@ -32,7 +32,9 @@ import yaml
 from torch import Tensor, nn
 
 from binarize.diffusion import PREDICTION_TARGETS, draw_timesteps, training_loss
-from binarize.training.checkpoint import CheckpointError, latest_checkpoint, read_checkpoint, write_checkpoint
+from binarize.training.checkpoint import (
+    CheckpointError, latest_checkpoint, load_weights, read_checkpoint, write_checkpoint,
+)
 from binarize.training.config import ExperimentConfig
 from binarize.training.data import held_out_batch, held_out_loss, patch_dataset
 from binarize.training.model import build_model
@@ -281,11 +283,8 @@ def _restore(path: Path, model: nn.Module, optimizer: Any, built: Any, config: E
             f"{path} holds {checkpoint.config.model} {checkpoint.config.model_args}, not {config.model} "
             f"{config.model_args}; use another `out` folder"
         )
-    try:
-        model.load_state_dict(checkpoint.model_state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: its weights do not fit {config.model} ({_first_problem(exc)})") from None
-    missing = _missing_optimizer_state(checkpoint.optimizer_state, optimizer)
+    load_weights(model, checkpoint.model_state, path, config.model)
+    missing = _missing_optimizer_state(checkpoint.optimizer_state, optimizer, checkpoint.step)
     if missing is None:
         return checkpoint.step
     if not weights_only:
@@ -297,20 +296,47 @@ def _restore(path: Path, model: nn.Module, optimizer: Any, built: Any, config: E
     return checkpoint.step
 
 
-def _missing_optimizer_state(state: dict[str, Any] | None, optimizer: Any) -> str | None:
-    """What optimiser state a checkpoint lacks (``None``: complete), loading it into ``optimizer`` when complete."""
+def _missing_optimizer_state(state: dict[str, Any] | None, optimizer: Any, step: int) -> str | None:
+    """What optimiser state a checkpoint lacks or holds wrongly (``None``: complete and sound), loading it into
+    ``optimizer`` when it is."""
     if state is None:
         return "the optimiser state (a weights-only file)"
+    if state.get("missing"):
+        lost = [str(index) for index in state["missing"]]
+        return f"the optimiser state of parameters {', '.join(lost[:_SHOWN])}{' ...' if len(lost) > _SHOWN else ''}"
     complete = frozenset().union(*state["state"].values())
     partial = [str(index) for index, values in state["state"].items() if frozenset(values) != complete]
     if partial:
         more = " ..." if len(partial) > _SHOWN else ""
         return f"part of the optimiser state (of parameters {', '.join(partial[:_SHOWN])}{more})"
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    unsound = _unsound_adam_state(state["state"], params, step)
+    if unsound:
+        return f"sound optimiser state ({unsound})"
     try:
-        optimizer.load_state_dict(state)
+        optimizer.load_state_dict({"state": state["state"], "param_groups": state["param_groups"]})
     except (ValueError, KeyError, RuntimeError) as exc:
         return f"optimiser state that fits this model ({_first_problem(exc)})"
     return None
+
+
+def _unsound_adam_state(per_param: dict[int, dict[str, Tensor]], params: list[Tensor], step: int) -> str:
+    """Adam's state that cannot have come from training: moments of another shape than their parameter, a
+    negative second moment, a step count that is not a whole number from 1 to the checkpoint's step."""
+    for index, values in sorted(per_param.items()):
+        if index >= len(params):
+            return f"state for parameter {index}, but the model has {len(params)}"
+        for key, value in values.items():
+            if key == "step":
+                count = float(value)
+                if not (count.is_integer() and 1 <= count <= max(step, 1)):
+                    return f"parameter {index}: step count {count:g}, expected a whole number from 1 to {step}"
+            elif value.shape != params[index].shape:
+                return f"parameter {index}: {key} of shape {tuple(value.shape)}, the parameter's is " \
+                       f"{tuple(params[index].shape)}"
+            elif key == "exp_avg_sq" and bool((value < 0).any()):
+                return f"parameter {index}: negative values in exp_avg_sq"
+    return ""
 
 
 def _first_problem(exc: BaseException) -> str:

@@ -171,7 +171,12 @@ def _drop_one_moment(tensors: Tensors, _: Metadata) -> None:
     del tensors["optim.0.exp_avg"]
 
 
-@pytest.mark.parametrize("edit", [_drop_optimizer_state, _drop_one_moment])
+def _drop_optimizer_tensors(tensors: Tensors, _: Metadata) -> None:
+    for key in [k for k in tensors if k.startswith("optim.")]:
+        del tensors[key]
+
+
+@pytest.mark.parametrize("edit", [_drop_optimizer_state, _drop_one_moment, _drop_optimizer_tensors])
 def test_resuming_without_optimizer_state_needs_an_explicit_flag(
     good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: Callable[[Tensors, Metadata], None]
 ) -> None:
@@ -228,7 +233,7 @@ def _wrong_shape(tensors: Tensors, _: Metadata) -> None:
     (_set("recipe", "[1, 2]"), "the metadata field 'recipe' holds a list"),
     (_config_value("steps", "twenty"), "the experiment config in its metadata does not validate: steps must be int"),
     (_config_value("lr_typo", 1), "does not validate"),
-    (_wrong_shape, "its weights do not fit zoo:bidiffsr-unet-tiny"),
+    (_wrong_shape, "its weights do not fit zoo:bidiffsr-unet-tiny: other shapes: "),
 ])
 def test_broken_metadata_and_tensors_are_one_line_errors_naming_the_file(
     good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: Callable[[Tensors, Metadata], None],
@@ -242,9 +247,8 @@ def test_broken_metadata_and_tensors_are_one_line_errors_naming_the_file(
     err = _one_line_error(capsys, "train", str(config), "--no-progress")
     assert str(last) in err and expected in err, err
     assert _files(folder) == before
-    if edit is not _wrong_shape:
-        err = _one_line_error(capsys, "eval", str(last))
-        assert str(last) in err and expected in err, err
+    err = _one_line_error(capsys, "eval", str(last))
+    assert str(last) in err and expected in err, err
 
 
 def test_a_recipe_mismatch_on_resume_names_both_recipes_and_what_differs(good: Path, tmp_path: Path) -> None:
@@ -259,3 +263,54 @@ def test_a_recipe_mismatch_on_resume_names_both_recipes_and_what_differs(good: P
     full_precision = {**_config(folder, steps=3), "recipe": None}
     with pytest.raises(CheckpointError, match="this config binarizes with full precision \\(no recipe\\)"):
         train(load_config(full_precision), progress=False)
+
+
+def _retyped(dtype: torch.dtype) -> Callable[[Tensors, Metadata], None]:
+    def edit(tensors: Tensors, _: Metadata) -> None:
+        name = next(k for k, v in tensors.items() if k.startswith("model.") and v.dim() == 4)
+        tensors[name] = tensors[name].to(dtype)
+
+    return edit
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int32])
+def test_weights_of_another_kind_are_refused_not_cast(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], dtype: torch.dtype
+) -> None:
+    folder, last = _copy(good, tmp_path)
+    _rewrite(last, _retyped(dtype))
+    err = _one_line_error(capsys, "eval", str(last))
+    assert "values of another kind: " in err and f"({dtype} instead of torch.float32)" in err
+    with pytest.raises(CheckpointError, match="values of another kind"):
+        train(load_config(_config(folder, steps=3)), progress=False)
+
+
+def test_a_float16_copy_of_the_weights_still_loads(good: Path, tmp_path: Path) -> None:
+    _, last = _copy(good, tmp_path)
+    _rewrite(last, _retyped(torch.float16))
+    load_model(last)
+
+
+def _optimizer_edit(key: str, change: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Tensors, Metadata], None]:
+    def edit(tensors: Tensors, _: Metadata) -> None:
+        tensors[key] = change(tensors[key])
+
+    return edit
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (_optimizer_edit("optim.0.exp_avg", lambda v: v[:1].clone()), "parameter 0: exp_avg of shape (1,"),
+    (_optimizer_edit("optim.0.exp_avg_sq", lambda v: -v - 1), "parameter 0: negative values in exp_avg_sq"),
+    (_optimizer_edit("optim.0.step", lambda v: -v), "parameter 0: step count -2, expected a whole number from 1 to 2"),
+    (_optimizer_edit("optim.0.step", lambda v: v + 0.5), "step count 2.5"),
+])
+def test_optimizer_state_that_training_cannot_produce_is_refused(
+    good: Path, tmp_path: Path, edit: Callable[[Tensors, Metadata], None], expected: str
+) -> None:
+    folder, last = _copy(good, tmp_path)
+    _rewrite(last, edit)
+    before = _files(folder)
+    with pytest.raises(CheckpointError, match="lacks sound optimiser state") as caught:
+        train(load_config(_config(folder, steps=3)), progress=False)
+    assert expected in str(caught.value)
+    assert _files(folder) == before
