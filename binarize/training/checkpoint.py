@@ -202,10 +202,26 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             lost = sorted(set(written) - set(per_param))
             if lost:
                 optimizer_state["missing"] = lost
-    return Checkpoint(
-        source, config, fields.json("recipe", (dict, type(None))), fields.text("recipe_hash"), fields.step(),
-        model_state, optimizer_state,
-    )
+    recipe, recipe_hash, step = fields.json("recipe", (dict, type(None))), fields.text("recipe_hash"), fields.step()
+    if step > config.steps:
+        raise CheckpointError(f"{source}: its metadata says step {step}, but its run has {config.steps} steps")
+    _check_recipe_hash(source, recipe, recipe_hash)
+    return Checkpoint(source, config, recipe, recipe_hash, step, model_state, optimizer_state)
+
+
+def _check_recipe_hash(source: Path, recipe: dict[str, Any] | None, recipe_hash: str) -> None:
+    """The stored hash must be the stored recipe's (``""`` for full precision)."""
+    from binarize.recipe import load_recipe
+
+    try:
+        actual = "" if recipe is None else load_recipe(recipe).hash
+    except BinarizeError as exc:
+        raise CheckpointError(f"{source}: the recipe in its metadata does not load: {exc}") from None
+    if actual != recipe_hash:
+        raise CheckpointError(
+            f"{source}: its metadata's recipe_hash {recipe_hash[:12] or '(none)'!r} is not the hash of its recipe "
+            f"({actual[:12] or 'none: full precision'}); the metadata was edited"
+        )
 
 
 class _Fields:

@@ -233,6 +233,9 @@ def _wrong_shape(tensors: Tensors, _: Metadata) -> None:
     (_set("recipe", "[1, 2]"), "the metadata field 'recipe' holds a list"),
     (_config_value("steps", "twenty"), "the experiment config in its metadata does not validate: steps must be int"),
     (_config_value("lr_typo", 1), "does not validate"),
+    (_set("recipe_hash", "0" * 64), "its metadata's recipe_hash '000000000000' is not the hash of its recipe"),
+    (_set("recipe", "null"), "is not the hash of its recipe (none: full precision)"),
+    (_set("step", "99999999999999999999"), "its metadata says step 99999999999999999999, but its run has 2 steps"),
     (_wrong_shape, "its weights do not fit zoo:bidiffsr-unet-tiny: other shapes: "),
 ])
 def test_broken_metadata_and_tensors_are_one_line_errors_naming_the_file(
