@@ -22,8 +22,11 @@ def build_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[typ
     import build_cache as module
 
     monkeypatch.setattr(module, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(module, "_current", None)
     monkeypatch.delenv(module.ENV_SWITCH, raising=False)
+    module.loaded_digest.cache_clear()
     yield module
+    module.loaded_digest.cache_clear()
 
 
 def test_an_entry_is_computed_once_per_key(build_cache: types.ModuleType) -> None:
@@ -64,17 +67,30 @@ def test_the_source_digest_covers_the_package(build_cache: types.ModuleType, mon
     (package / "module.py").write_text("A = 1\n")
     (package / "__pycache__").mkdir()
     monkeypatch.setattr(build_cache, "_package_roots", lambda: [("binarize", package)])
-    build_cache.source_digest.cache_clear()
-    try:
-        before = build_cache.source_digest()
-        (package / "__pycache__" / "module.cpython.pyc").write_bytes(b"compiled")
-        build_cache.source_digest.cache_clear()
-        assert build_cache.source_digest() == before, "compiled files are not sources"
-        (package / "module.py").write_text("A = 2\n")
-        build_cache.source_digest.cache_clear()
-        assert build_cache.source_digest() != before, "an edited source file must change the digest"
-    finally:
-        build_cache.source_digest.cache_clear()
+    build_cache.start_build()
+    before = build_cache.source_digest()
+    (package / "__pycache__" / "module.cpython.pyc").write_bytes(b"compiled")
+    build_cache.start_build()
+    assert build_cache.source_digest() == before, "compiled files are not sources"
+    (package / "module.py").write_text("A = 2\n")
+    assert build_cache.source_digest() == before, "one build keys on the files as they were when it started"
+    build_cache.start_build()
+    assert build_cache.source_digest() != before, "an edited source file must change the digest"
+
+
+def test_results_of_code_older_than_the_files_are_not_kept(build_cache: types.ModuleType,
+                                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A long-lived ``mkdocs serve`` keeps running the code it imported after a source file changed."""
+    package = tmp_path / "package"
+    package.mkdir()
+    (package / "module.py").write_text("A = 1\n")
+    monkeypatch.setattr(build_cache, "_package_roots", lambda: [("binarize", package)])
+    build_cache.start_build()  # the process imports the package as it is now
+    (package / "module.py").write_text("A = 2\n")
+    build_cache.start_build()  # the next build of the same process sees the edit
+    key = build_cache.key("step")
+    assert build_cache.cached("step", key, lambda: {"a": "old code"}) == {"a": "old code"}
+    assert build_cache.lookup("step", key) is None, "a result of the old code was stored under the new key"
 
 
 def test_a_damaged_entry_is_computed_again(build_cache: types.ModuleType) -> None:

@@ -9,7 +9,9 @@ The key is a SHA-256 of contents, never of times: :func:`source_digest` covers e
 package (its recipes, zoo checkpoints and cards included), this file, the Python version and the name and version
 of every installed distribution, and :func:`key` adds what else the step reads: the source of the hook modules that
 compute it, a page's Markdown. A change to any of them gives a new key, so a stale entry is never served.
-``BINARIZE_DOCS_CACHE=0`` in the environment turns the cache off (every step is computed, nothing is stored).
+The sources are hashed at the start of every build (:func:`start_build`); a result computed in this process is
+stored only if the process still runs those sources (:func:`cached`). ``BINARIZE_DOCS_CACHE=0`` in the environment
+turns the cache off (every step is computed, nothing is stored).
 """
 
 from __future__ import annotations
@@ -62,9 +64,7 @@ def _package_roots() -> list[tuple[str, Path]]:
     return roots
 
 
-@functools.cache
-def source_digest() -> str:
-    """SHA-256 of everything a generated part of the site can depend on, as described in the module docstring."""
+def _digest() -> str:
     digest = hashlib.sha256()
     for label, root in _package_roots():
         _hash_files(digest, root, label)
@@ -73,6 +73,33 @@ def source_digest() -> str:
     installed = sorted({(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}.items())
     digest.update(json.dumps(installed).encode())
     return digest.hexdigest()
+
+
+#: The digest of the current build (:func:`start_build`).
+_current: str | None = None
+
+
+def start_build() -> None:
+    """Hash the sources again: a build (``mkdocs serve`` runs many in one process) keys on the files as they are."""
+    global _current
+    _current = _digest()
+    loaded_digest()  # the first build of the process also records what it imported
+
+
+@functools.cache
+def loaded_digest() -> str:
+    """The digest when this process first asked: the sources of the ``binarize`` it has imported (a long-lived
+    ``mkdocs serve`` process does not re-import the package when a file changes)."""
+    return _current or _digest()
+
+
+def source_digest() -> str:
+    """SHA-256 of everything a generated part of the site can depend on, as described in the module docstring: the
+    files as they were at the start of this build."""
+    if _current is None:
+        start_build()
+    assert _current is not None
+    return _current
 
 
 def key(*parts: str | bytes | ModuleType) -> str:
@@ -135,12 +162,18 @@ def store(name: str, cache_key: str, artifacts: Artifacts) -> None:
 
 
 def cached(name: str, cache_key: str, compute: Callable[[], Artifacts]) -> dict[str, str | bytes]:
-    """``compute()`` (a mapping of names to text or bytes), or what it returned for the same key before."""
+    """``compute()`` (a mapping of names to text or bytes), or what it returned for the same key before.
+
+    ``compute`` runs in this process, so its result is stored only while this process runs the sources that the
+    key describes: after a source file changed under a running ``mkdocs serve``, the old code's result is used for
+    the page but not kept under the new key.
+    """
     hit = lookup(name, cache_key)
     if hit is not None:
         return hit
     artifacts = dict(compute())
-    store(name, cache_key, artifacts)
+    if loaded_digest() == source_digest():
+        store(name, cache_key, artifacts)
     return artifacts
 
 

@@ -78,7 +78,9 @@ def mathjax_root() -> Path:
 
 
 def on_config(config: MkDocsConfig) -> MkDocsConfig:
-    """Expand the "Recipe gallery" navigation entry into the index plus one page per shipped recipe."""
+    """Hash the sources for this build's cache keys; expand the "Recipe gallery" navigation entry into the index
+    plus one page per shipped recipe."""
+    build_cache.start_build()
     for i, item in enumerate(config.nav or []):
         if isinstance(item, dict) and GALLERY_TITLE in item:
             pages: list[Any] = [f"{gallery.GALLERY_DIR}/index.md"]
