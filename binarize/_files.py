@@ -31,10 +31,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
     try:
         yield temporary
+        if temporary.exists():
+            os.chmod(temporary, _new_file_mode())  # some writers create private (0600) files
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _new_file_mode() -> int:
+    """The mode a new file gets under the current umask (``0o644`` under the usual ``022``)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

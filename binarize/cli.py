@@ -170,6 +170,8 @@ def positive_int(text: str) -> int:
         value = 0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value >= 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer below 2**63, got {text!r}")
     return value
 
 
@@ -179,8 +181,8 @@ def non_negative_int(text: str) -> int:
         value = int(text)
     except ValueError:
         value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**63 - 1, got {text!r}")
     return value
 
 

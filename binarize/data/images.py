@@ -103,6 +103,11 @@ def _reading(path: Path) -> Iterator[None]:
     """Turn Pillow's (and the file system's) failures while reading ``path`` into :class:`DataError`."""
     try:
         yield
+    except Image.DecompressionBombError as error:
+        raise DataError(
+            f"{str(path)!r} declares an image too large to decode safely ({error}); if it is genuine, split it "
+            "into parts"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise DataError(
             f"cannot read {str(path)!r} as an image ({type(error).__name__}: {error}); expected a file Pillow can "

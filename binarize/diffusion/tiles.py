@@ -8,13 +8,15 @@ tensors have shapes and no data) at each candidate size and counts the peak of l
 :class:`~binarize.bench.memory.LiveTensorBytes` counts them on the CPU, and the operations' floating-point work with
 :class:`~torch.utils.flop_counter.FlopCounterMode`. A meta run costs no memory and about as long as the Python
 overhead of one forward pass, so the largest tile side that fits is found by bisection over the multiples of the
-network's size multiple (at least :data:`MIN_TILE`).
+network's size multiple (at least :data:`MIN_TILE`). Among the sides that fit, the plan takes the one with the least
+work per sampling step (tiles times one evaluation's operations): with attention, several small tiles cost less
+than one large tile, and without it the largest tile wastes the least on overlap. The whole image is one pass
+when it fits and costs at most 10 % more than the best tiling.
 
 The budget is half of the memory available now (``MemAvailable`` on Linux, the free CUDA memory on a GPU) unless
 given; the sampler's own full-size tensors (:data:`IMAGE_BUFFERS` images of the output's size: the noisy image, the
 condition, the blended output and its weights, :math:`\hat x_0`, :math:`\hat\epsilon`) come off it first. The time
-estimate is one real forward pass at 128 px, timed after a warm-up and scaled by the ratio of floating-point work
-at the tile size, times the tiles per step and the steps.
+estimate is one real evaluation at the chosen size, timed after a warm-up, times the tiles per step and the steps.
 
 A network that cannot run on the meta device (an operation without a meta kernel, a data-dependent branch) is
 measured for real at :math:`p_1 = 64` and :math:`p_2 = 128` px instead, with :math:`m(n) = a\,n + b\,n^2` fitted
@@ -151,7 +153,7 @@ class _Footprint:
         self.meta = _meta_copy(model)
         self.exact = self.meta is not None and self._meta_run(_PROBES[0], _PROBES[0]) is not None
         if not self.exact:
-            (m1, _), (m2, _) = (self._real_run(side) for side in _PROBES)
+            (m1, _), (m2, _) = (self._real_run(side, side) for side in _PROBES)
             self._fitted = _fit(m1, m2)
 
     def peak(self, height: int, width: int) -> int:
@@ -161,17 +163,15 @@ class _Footprint:
             return measured[0]
         return int(self._fitted(height * width))
 
+    def work(self, height: int, width: int) -> int:
+        """Floating-point operations of one evaluation (0 without meta runs)."""
+        measured = self._meta_run(height, width) if self.exact else None
+        return 0 if measured is None else measured[1]
+
     def seconds(self, height: int, width: int) -> float:
-        """One evaluation's time: measured at 128 px and scaled by the work (or the pixels, without meta runs)."""
-        side = _PROBES[1]
-        self._real_run(_PROBES[0])  # warm-up: first calls pay one-time costs
-        _, measured = self._real_run(side)
-        if self.exact:
-            work, reference = self._meta_run(height, width), self._meta_run(side, side)
-            assert work is not None and reference is not None
-            if reference[1] > 0:
-                return measured * work[1] / reference[1]
-        return measured * height * width / side**2
+        """One evaluation's time, measured: one real evaluation at this size after a small warm-up."""
+        self._real_run(_PROBES[0], _PROBES[0])  # warm-up: first calls pay one-time costs
+        return self._real_run(height, width)[1]
 
     def _inputs(self, height: int, width: int, device: torch.device | str) -> tuple[Tensor, Tensor]:
         x = torch.zeros(self.batch, self.channels, height, width, device=device)
@@ -193,10 +193,10 @@ class _Footprint:
         return tracker.peak, int(counter.get_total_flops())
 
     @torch.no_grad()
-    def _real_run(self, side: int) -> tuple[int, float]:
+    def _real_run(self, height: int, width: int) -> tuple[int, float]:
         from binarize.bench.memory import peak_memory
 
-        x, t = self._inputs(side, side, self.device)
+        x, t = self._inputs(height, width, self.device)
         began = time.perf_counter()
         peak = peak_memory(lambda: self.model(x, t, x), self.device)
         return peak, time.perf_counter() - began
@@ -246,7 +246,8 @@ def plan_tiles(
         return buffers + footprint.peak(side_h, side_w)
 
     if tile == "auto":
-        tile = _largest_tile(height, width, multiple, overlap, allowed, peak, buffers)
+        largest = _largest_tile(height, width, multiple, overlap, allowed, peak, buffers)
+        tile = _fastest_tile(height, width, multiple, overlap, largest, footprint) if footprint.exact else largest
     elif isinstance(tile, int) and height <= tile and width <= tile:
         tile = None
     tiles = tile_count(height, width, tile, overlap)
@@ -290,3 +291,26 @@ def _largest_tile(height: int, width: int, multiple: int, overlap: int, allowed:
         else:
             high = middle
     return high if estimate(min(high, height), min(high, width)) <= allowed else low
+
+
+def _fastest_tile(height: int, width: int, multiple: int, overlap: int, largest: int | None,
+                  footprint: _Footprint) -> int | None:
+    """Among the sides that fit (the whole image when ``largest`` is ``None``), the one with the least work per
+    step: tiles times one evaluation's floating-point operations, counted on the meta device. Attention makes a
+    large tile cost more than several small ones; overlap makes many small tiles cost more. The whole image is
+    kept when it is within 10 % of the best, so small images are not tiled for a marginal gain."""
+    whole = max(height, width) + -max(height, width) % multiple
+    top = whole if largest is None else largest
+    candidates, side = {top}, max(MIN_TILE, 2 * overlap)
+    while side < top:
+        candidates.add(side + -side % multiple)
+        side = int(side * 1.5)
+
+    def cost(candidate: int) -> float:
+        tiles = tile_count(height, width, candidate, overlap)
+        return tiles * footprint.work(min(candidate, height), min(candidate, width))
+
+    best = min(sorted(candidates, reverse=True), key=cost)
+    if largest is None and cost(top) <= 1.1 * cost(best):
+        return None
+    return best if best < whole else None

@@ -122,6 +122,8 @@ def load_yaml(text: str, file: str | None = None) -> Any:
         return loader.get_single_data()
     except RecipeError:
         raise
+    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits, nesting thousands deep
+        raise RecipeError(f"the YAML cannot be read as plain data ({type(exc).__name__}: {exc})", file=file) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).replace("\n", " ")

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from binarize._files import write_text_atomic
+from binarize._files import atomic_path, write_text_atomic
 from binarize.showcase.measure import ModelMeasurement, measure_checkpoint
-from binarize.training.checkpoint import compact_checkpoint, read_checkpoint
+from binarize.training.checkpoint import CheckpointError, compact_checkpoint, read_checkpoint
 from binarize.training.config import ExperimentConfig, available_experiments, load_config
 from binarize.training.data import HELD_OUT_CROP
 
@@ -153,7 +153,7 @@ def _number(value: float | None, spec: str) -> str:
 
 
 def publish(checkpoint: str | Path, *, name: str | None = None, zoo: str | Path | None = None,
-            hardware: str = "unknown hardware") -> dict[str, Any]:
+            hardware: str = "unknown hardware", overwrite: bool = False, trust_code: bool = False) -> dict[str, Any]:
     """Compact ``checkpoint`` into ``zoo/checkpoints/NAME.safetensors``, measure that file and write its card.
 
     Args:
@@ -161,9 +161,17 @@ def publish(checkpoint: str | Path, *, name: str | None = None, zoo: str | Path 
         name: the zoo name (default: the experiment's name).
         zoo: the zoo folder (default: the installed package's).
         hardware: where it was trained, for the card.
+        overwrite: replace an existing zoo entry of the same name (otherwise an error).
+        trust_code: allow a model built by running a Python file (see :func:`~binarize.training.load_model`).
+
+    The compact file is written and measured beside the zoo first and moved into place only when that succeeded,
+    so a checkpoint that fails never replaces or half-writes an entry.
 
     Returns:
         The card's data.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read or its weights do not fit its model; the entry exists.
     """
     from binarize.zoo._trained import zoo_folder
 
@@ -171,8 +179,14 @@ def publish(checkpoint: str | Path, *, name: str | None = None, zoo: str | Path 
     found = read_checkpoint(source)
     name = name or found.config.name
     root = Path(zoo) if zoo is not None else zoo_folder()
-    target = compact_checkpoint(source, root / "checkpoints" / f"{name}.safetensors")
-    measurement = measure_checkpoint(target)
+    target = root / "checkpoints" / f"{name}.safetensors"
+    if target.exists() and not overwrite:
+        raise CheckpointError(
+            f"the zoo at {str(root)!r} already has {name!r}; choose another --name, or pass --overwrite to replace it"
+        )
+    with atomic_path(target) as staged:
+        compact_checkpoint(source, staged)
+        measurement = measure_checkpoint(staged, trust_code=trust_code)
     data = card_data(name, measurement, training_summary(source.parent.parent), hardware)
     write_text_atomic(root / "cards" / f"{name}.json", json.dumps(data, indent=2) + "\n")
     write_text_atomic(root / "cards" / f"{name}.md", card_markdown(data))

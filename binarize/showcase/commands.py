@@ -51,6 +51,9 @@ def _configure_publish(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zoo", metavar="DIR", help="zoo folder (default: the installed package's zoo)")
     parser.add_argument("--hardware", default="unknown hardware", metavar="TEXT",
                         help="where the model was trained, for the card (e.g. '2-core CPU, 1 thread')")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing zoo entry of the same name")
+    parser.add_argument("--trust-code", action="store_true",
+                        help="allow a checkpoint whose model is a Python file (file.py:factory) to run that file")
 
 
 @command(
@@ -65,7 +68,8 @@ def _configure_publish(parser: argparse.ArgumentParser) -> None:
 def run_publish(args: argparse.Namespace) -> int:
     from binarize.showcase.cards import publish
 
-    data = publish(args.checkpoint, name=args.name, zoo=args.zoo, hardware=args.hardware)
+    data = publish(args.checkpoint, name=args.name, zoo=args.zoo, hardware=args.hardware, overwrite=args.overwrite,
+                   trust_code=args.trust_code)
     quality = data["quality"]
     print(f"published zoo:{data['name']}: PSNR-Y {quality['model']['psnr_y']:.2f} dB (bicubic "
           f"{quality['bicubic']['psnr_y']:.2f}), {data['cost']['checkpoint_bytes']:,} bytes")

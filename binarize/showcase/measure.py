@@ -71,11 +71,12 @@ def network_cost(model: nn.Module, config: Any, size: int = COST_SIZE) -> dict[s
             "binary_params": report.binary_params, "binary_layers": report.binary_layers}
 
 
-def measure_checkpoint(path: str | Path, *, steps: int | None = None, seed: int = 0) -> ModelMeasurement:
+def measure_checkpoint(path: str | Path, *, steps: int | None = None, seed: int = 0,
+                       trust_code: bool = False) -> ModelMeasurement:
     """Measure the checkpoint at ``path`` with the protocol of this module (``steps``: DDIM steps, default the
     checkpoint's config)."""
     with cpu_threads(MEASURE_THREADS):
-        model, checkpoint = load_model(path)
+        model, checkpoint = load_model(path, trust_code=trust_code)
         images = test_images(checkpoint.config.scale)
         report = evaluate(model, checkpoint.config, images, steps=steps, seed=seed)
         cost = network_cost(model, checkpoint.config)

@@ -66,6 +66,7 @@ def _configure_eval(parser: argparse.ArgumentParser) -> None:
     _add_sampling_arguments(parser)
     parser.add_argument("--out", default="eval_out", help="folder for eval.json, eval.md and eval.png")
     parser.add_argument("--json", action="store_true", help="print the JSON report")
+    _add_trust_argument(parser)
 
 
 @command(
@@ -77,7 +78,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from binarize.training.data import HELD_OUT_CROP
     from binarize.training.evaluate import evaluate, load_model, sampler_for, test_images
 
-    model, checkpoint = load_model(_checkpoint_path(args.checkpoint))
+    model, checkpoint = load_model(_checkpoint_path(args.checkpoint), trust_code=args.trust_code)
     sampler_for(checkpoint.config, args.steps)  # a bad --steps fails before any work
     images = test_images(checkpoint.config.scale, args.data, args.lr_dir, None if args.full else HELD_OUT_CROP)
     report = evaluate(model, checkpoint.config, images, steps=args.steps, seed=args.seed, tile=args.tile,
@@ -97,6 +98,12 @@ def _configure_upscale(parser: argparse.ArgumentParser) -> None:
     _add_sampling_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="allow OUTPUT to be the INPUT file itself")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar and no estimate")
+    _add_trust_argument(parser)
+
+
+def _add_trust_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-code", action="store_true",
+                        help="allow a checkpoint whose model is a Python file (file.py:factory) to run that file")
 
 
 def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -136,7 +143,7 @@ def gibibytes(text: str) -> int:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not value > 0 or value == float("inf"):
+    if not 0 < value < 2**40:
         raise argparse.ArgumentTypeError(f"expected a positive number of GiB such as 4 or 0.5, got {text!r}")
     return int(value * 2**30)
 
@@ -147,7 +154,7 @@ def run_upscale(args: argparse.Namespace) -> int:
     from binarize.training.evaluate import load_model, sampler_for, upscale_image
 
     _refuse_overwriting_the_input(Path(args.input), Path(args.output), args.overwrite)
-    model, checkpoint = load_model(_checkpoint_path(args.model))
+    model, checkpoint = load_model(_checkpoint_path(args.model), trust_code=args.trust_code)
     config = checkpoint.config
     if args.scale is not None and args.scale != config.scale:
         raise CommandError(

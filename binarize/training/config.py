@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,9 +182,32 @@ class ExperimentConfig:
             problems.append("diffusion.sampling_steps cannot exceed diffusion.steps")
         if self.optim.lr <= 0:
             problems.append(f"optim.lr must be positive, got {self.optim.lr}")
+        if self.optim.weight_decay < 0:
+            problems.append(f"optim.weight_decay must be 0 or more, got {self.optim.weight_decay}")
+        if not all(0 <= beta < 1 for beta in self.optim.betas):
+            problems.append(f"optim.betas must both be in [0, 1), got {list(self.optim.betas)}")
+        for key, value, most in _UPPER_BOUNDS(self):
+            if value > most:
+                problems.append(f"{key} must be at most {most:,}, got {value:,}")
+        if self.seed < 0:
+            problems.append(f"seed must be 0 or more, got {self.seed}")
+        if not problems:
+            try:
+                self.diffusion.schedule()
+            except ValueError as exc:
+                problems.append(f"diffusion: {exc}")
         if problems:
             raise ConfigError("invalid experiment config: " + "; ".join(problems))
         return self
+
+
+def _UPPER_BOUNDS(config: ExperimentConfig) -> list[tuple[str, int, int]]:  # noqa: N802 - a table
+    """Counts with an upper bound: far beyond any real run, and below what would exhaust memory or overflow."""
+    return [
+        ("steps", config.steps, 10**8), ("diffusion.steps", config.diffusion.steps, 10**6),
+        ("data.batch", config.data.batch, 4096), ("data.patch", config.data.patch, 8192),
+        ("seed", config.seed, 2**63 - 1),
+    ]
 
 
 _SECTIONS: dict[str, type] = {"data": DataConfig, "diffusion": DiffusionConfig, "optim": OptimConfig}
@@ -198,11 +222,17 @@ def _convert(value: Any, annotation: str, where: str) -> Any:
         raise ConfigError(f"{where} cannot be null")
     for kind in kinds:
         if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) >= 2**63:
+                raise ConfigError(f"{where} must be below 2**63 in magnitude, got {value}")
             return value
-        if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if kind == "float" and isinstance(value, str) and _is_number(value):
-            return float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string
+        if kind == "float" and (
+            (isinstance(value, (int, float)) and not isinstance(value, bool))
+            or (isinstance(value, str) and _is_number(value))  # YAML 1.1 reads "1e-4" (no dot) as a string
+        ):
+            number = float(value)
+            if not math.isfinite(number):
+                raise ConfigError(f"{where} must be a finite number, got {value!r}")
+            return number
         if kind == "bool" and isinstance(value, bool):
             return value
         if kind == "str" and isinstance(value, str):
@@ -291,7 +321,7 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None, overrides:
             path = shipped
         try:
             loaded = yaml.safe_load(decode_text(path.read_bytes(), "an experiment config"))
-        except ValueError as exc:
+        except ValueError as exc:  # not UTF-8, or an integer of thousands of digits
             raise ConfigError(f"{path}: {exc}") from None
         except OSError as exc:
             hint = did_you_mean(str(source), available_experiments())
@@ -299,9 +329,14 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None, overrides:
                 f"cannot read the config {str(path)!r}: {exc.strerror or exc}.{hint} A config is a YAML file or one "
                 f"of the shipped experiments: {', '.join(available_experiments())}"
             ) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        data = loaded if loaded is not None else {}
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+        if loaded is None:
+            raise ConfigError(
+                f"{path}: the config is empty; it needs at least `name` and `model` (see the training documentation, "
+                f"or start from a shipped experiment: {', '.join(available_experiments())})"
+            )
+        data = loaded
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: an experiment config is a mapping of keys, got {type(data).__name__}")
     for assignment in overrides:
@@ -311,4 +346,5 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None, overrides:
     except ConfigError as exc:
         if source is None or isinstance(source, Mapping):
             raise
-        raise ConfigError(f"{path}: {exc}") from None
+        where = f"{path} with {' '.join(f'--set {o}' for o in overrides)}" if overrides else str(path)
+        raise ConfigError(f"{where}: {exc}") from None

@@ -27,16 +27,29 @@ from binarize.training.config import ConfigError, ExperimentConfig
 from binarize.training.data import HELD_OUT_CROP
 from binarize.training.model import build_model
 
-__all__ = ["EvalReport", "evaluate", "load_model", "sampler_for", "stack_panels", "test_images", "upscale_image"]
+#: Model specs a checkpoint may name without running a file of Python code.
+TRUSTED_MODEL_PREFIXES = ("zoo:", "timm:")
+
+__all__ = ["TRUSTED_MODEL_PREFIXES", "EvalReport", "evaluate", "load_model", "sampler_for", "stack_panels", "test_images", "upscale_image"]
 
 
-def load_model(checkpoint: str | Path | Checkpoint) -> tuple[nn.Module, Checkpoint]:
+def load_model(checkpoint: str | Path | Checkpoint, *, trust_code: bool = False) -> tuple[nn.Module, Checkpoint]:
     """The checkpoint's network, rebuilt from the file alone (model spec, recipe) and in eval mode.
 
+    A checkpoint whose model is a Python file (``path/to/file.py:factory``, a network of the user's own) is rebuilt
+    by running that file, so it is refused unless ``trust_code`` is given: reading a file must not run code a
+    stranger put beside it. ``zoo:`` and ``timm:`` models need no trust.
+
     Raises:
-        CheckpointError: the file is not a checkpoint, or its weights do not fit the model its config describes.
+        CheckpointError: the file is not a checkpoint, names a Python file without ``trust_code``, or its weights
+            do not fit the model its config describes.
     """
     found = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint)
+    if not trust_code and not found.config.model.startswith(TRUSTED_MODEL_PREFIXES):
+        raise CheckpointError(
+            f"{found.path} builds its model by running the Python file {found.config.model!r}; pass --trust-code "
+            "(trust_code=True) if you trust that file, since loading the checkpoint runs its code"
+        )
     built = build_model(found.config, found.recipe)
     load_weights(built.model, found.model_state, found.path, found.config.model)
     return built.model.eval(), found

@@ -51,7 +51,7 @@ def _full_precision(config: ExperimentConfig) -> tuple[nn.Module, tuple]:
         entry = ZOO.get(config.model[len("zoo:"):])
         try:
             model = entry.build(**config.model_args)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"model_args {config.model_args} do not fit {config.model}: {exc}") from None
         return model, entry.inputs(8 * config.scale)
     if config.model_args:

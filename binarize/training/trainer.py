@@ -272,10 +272,16 @@ def _diverged(step: int, value: float, last: Path | None, config: ExperimentConf
 def _restore(path: Path, model: nn.Module, optimizer: Any, built: Any, config: ExperimentConfig, *,
              weights_only: bool) -> int:
     checkpoint = read_checkpoint(path)
+    if path.name != f"step_{checkpoint.step:08d}.safetensors":
+        raise CheckpointError(
+            f"{path} holds step {checkpoint.step}, not the step its name says; the run folder's checkpoints were "
+            f"renamed or copied in: name it step_{checkpoint.step:08d}.safetensors or remove it"
+        )
     if checkpoint.recipe_hash != built.recipe_hash:
+        differences = _recipe_differences(checkpoint.recipe, built.recipe) or "how they were written (same content)"
         raise CheckpointError(
             f"{path} was trained with {_recipe_name(checkpoint.recipe)}, this config binarizes with "
-            f"{_recipe_name(built.recipe)}; they differ in {_recipe_differences(checkpoint.recipe, built.recipe)}. "
+            f"{_recipe_name(built.recipe)}; they differ in {differences}. "
             "Use another `out` folder, or the recipe it was trained with"
         )
     if checkpoint.config.model != config.model or checkpoint.config.model_args != config.model_args:

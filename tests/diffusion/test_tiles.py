@@ -79,8 +79,26 @@ def test_auto_picks_the_largest_tile_within_the_budget() -> None:
     assert plan.tile is not None and MIN_TILE <= plan.tile <= 136 and plan.tile % 8 == 0
     assert plan.peak_bytes <= budget and plan.tiles == tile_count(side, side, plan.tile, 32) > 1
     assert "tiles of" in plan.describe() and plan.seconds > 0
-    roomy = plan_tiles(model, (1, 3, side, side), 3, budget=100 * budget)
+    roomy = plan_tiles(ConvDenoiser().eval(), (1, 3, side, side), 3, budget=100 * budget)
     assert roomy.tile is None and "in one pass" in roomy.describe()
+
+
+def test_with_attention_smaller_tiles_are_chosen_when_they_do_less_work() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = AttentionDenoiser().eval()
+    side = 512
+    plan = plan_tiles(model, (1, 3, side, side), 1, budget=2**40)
+    assert plan.tile is not None and plan.tile < side
+
+    def work(height: int, width: int) -> int:
+        x = torch.zeros(1, 3, height, width, device="meta")
+        meta = AttentionDenoiser().to("meta")
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            meta(x, torch.zeros(1, dtype=torch.long, device="meta"), x)
+        return int(counter.get_total_flops())
+
+    assert plan.tiles * work(plan.tile, plan.tile) < work(side, side)
 
 
 def test_budgets_too_small_for_any_tile_are_clear_errors() -> None:

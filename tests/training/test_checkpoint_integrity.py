@@ -317,3 +317,10 @@ def test_optimizer_state_that_training_cannot_produce_is_refused(
         train(load_config(_config(folder, steps=3)), progress=False)
     assert expected in str(caught.value)
     assert _files(folder) == before
+
+
+def test_a_checkpoint_renamed_to_another_step_is_refused(good: Path, tmp_path: Path) -> None:
+    folder, last = _copy(good, tmp_path)
+    last.rename(last.with_name("step_00000009.safetensors"))
+    with pytest.raises(CheckpointError, match="holds step 2, not the step its name says"):
+        train(load_config(_config(folder, steps=12)), progress=False)

@@ -176,3 +176,108 @@ def test_an_output_with_nan_is_an_error_not_a_black_image() -> None:
     config = load_config(tiny_experiment("t"))
     with pytest.raises(CheckpointError, match="output holds .* NaN or infinite values"):
         upscale_image(Overflowing(), config, torch.rand(3, 8, 8), steps=2)
+
+
+def test_a_checkpoint_naming_a_python_file_runs_it_only_when_trusted(
+    checkpoint: Path, image: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from binarize.training import CheckpointError, load_model
+
+    marker = tmp_path / "ran"
+    code = tmp_path / "net.py"
+    code.write_text(f"import pathlib\ndef build():\n    pathlib.Path({str(marker)!r}).write_text('x')\n")
+    forged = tmp_path / "forged.safetensors"
+    shutil.copy(checkpoint, forged)
+    with safe_open(str(forged), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+        metadata = dict(handle.metadata())
+    config = json.loads(metadata["config"])
+    config["model"] = f"{code}:build"
+    metadata["config"] = json.dumps(config)
+    save_file(tensors, str(forged), metadata=metadata)
+    with pytest.raises(CheckpointError, match="builds its model by running the Python file .*--trust-code"):
+        load_model(forged)
+    for argv in (["upscale", str(image), str(tmp_path / "o.png"), "--model", str(forged)], ["eval", str(forged)],
+                 ["publish", str(forged), "--zoo", str(tmp_path / "zoo")]):
+        assert "--trust-code" in _error(capsys, *argv)
+    assert not marker.exists() and not [p for p in (tmp_path / "zoo").rglob("*") if p.is_file()]
+
+
+def test_publish_never_replaces_or_half_writes_a_zoo_entry(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    zoo = tmp_path / "zoo"
+    assert main(["publish", str(checkpoint), "--zoo", str(zoo), "--name", "good"]) == 0
+    capsys.readouterr()
+    published = (zoo / "checkpoints" / "good.safetensors").read_bytes()
+    assert "already has 'good'" in _error(capsys, "publish", str(checkpoint), "--zoo", str(zoo), "--name", "good")
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(checkpoint.read_bytes()[:-10])
+    _error(capsys, "publish", str(broken), "--zoo", str(zoo), "--name", "good", "--overwrite")
+    _error(capsys, "publish", str(broken), "--zoo", str(zoo), "--name", "other")
+    assert (zoo / "checkpoints" / "good.safetensors").read_bytes() == published
+    assert sorted(p.name for p in (zoo / "checkpoints").iterdir()) == ["good.safetensors"]
+    assert oct((zoo / "checkpoints" / "good.safetensors").stat().st_mode & 0o777) != oct(0o600)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("optim.lr=nan", "optim.lr must be a finite number"),
+    ("optim.betas=[0.9,2]", "optim.betas must both be in [0, 1)"),
+    ("diffusion.beta_start=0.5", "diffusion: betas must satisfy"),
+    ("model_args.width=3", "width must be even"),
+    ("seed=99999999999999999999999", "seed must be below 2**63"),
+    ("data.batch=100000", "data.batch must be at most 4,096"),
+    ("steps=999999999999", "steps must be at most 100,000,000"),
+])
+def test_config_values_torch_would_choke_on_are_config_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: str, expected: str
+) -> None:
+    line = _error(capsys, "train", "bidiffsr-tiny-x2", "--out", str(tmp_path / "run"), "--set", setting)
+    assert expected in line and (f"--set {setting}" in line or setting.startswith("model_args"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_config_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match="the config is empty"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("text", ["name: x\ndefaults: {pad_value: " + "9" * 5000 + "}\n", "[" * 5000])
+def test_yaml_beyond_plain_data_limits_is_a_recipe_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "odd.yaml"
+    path.write_text(text)
+    with pytest.raises(RecipeError, match="odd.yaml"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize("argv", [["--max-memory", "1e308"], ["--seed", "99999999999999999999999"]])
+def test_huge_sampling_options_are_clean_errors(
+    checkpoint: Path, image: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    assert "argument " + argv[0] in _error(capsys, "upscale", str(image), str(tmp_path / "o.png"), "--model",
+                                           str(checkpoint), *argv)
+
+
+def test_an_image_declaring_a_huge_size_is_a_data_error(tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    from binarize.errors import BinarizeError
+
+    save_image(torch.rand(3, 2, 2), tmp_path / "small.png")
+    data = bytearray((tmp_path / "small.png").read_bytes())
+    start = data.index(b"IHDR")  # the header chunk: its size fields, then its CRC over type and data
+    data[start + 4:start + 12] = struct.pack(">II", 100_000, 100_000)
+    data[start + 17:start + 21] = struct.pack(">I", zlib.crc32(bytes(data[start:start + 17])))
+    png = bytes(data)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png)
+    with pytest.raises(BinarizeError, match="too large to decode safely"):
+        load_image(path)
