@@ -202,7 +202,6 @@ _LONG_DOCSTRING_LINES = {
     "binarize/diffusion/schedule.py",
     "binarize/nn/layers.py",
     "binarize/recipe/timestep.py",
-    "binarize/training/config.py",
 }
 
 

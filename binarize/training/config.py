@@ -3,19 +3,23 @@
 .. code-block:: yaml
 
     name: bidiffsr-small-x2
-    model: zoo:bidiffsr-unet-small      # any model spec (zoo:, timm:, file.py:factory) with forward(x_t, t, cond)
-    model_args: {}                      # keyword arguments for the zoo factory
-    recipe: bidiffsr                    # a shipped name, a YAML path, a mapping, or null for full precision
+    # any model spec (zoo:, timm:, file.py:factory) with forward(x_t, t, cond)
+    model: zoo:bidiffsr-unet-small
+    model_args: {}          # keyword arguments for the zoo factory
+    # a shipped name, a YAML path, a mapping, or null for full precision
+    recipe: bidiffsr
     scale: 2
     data: {source: embedded, patch: 64, batch: 8, workers: 0}
-    diffusion: {steps: 2000, beta_start: 1.0e-6, beta_end: 1.0e-2, target: residual, per_sample_t: true}
+    diffusion: {steps: 2000, beta_start: 1.0e-6, beta_end: 1.0e-2, target: residual,
+                per_sample_t: true}
     optim: {lr: 2.0e-4, betas: [0.9, 0.99], weight_decay: 0.0}
     steps: 2000
     seed: 0
     log_every: 10
     checkpoint_every: 200
-    eval_every: 0                       # held-out denoising loss every N steps (0: only at the end)
-    init: null                          # start from a full-precision checkpoint (a file or zoo:NAME), then binarize
+    eval_every: 0           # held-out denoising loss every N steps (0: only at the end)
+    # start from a full-precision checkpoint (a file or zoo:NAME), then binarize
+    init: null
     out: runs/bidiffsr-small-x2
 
 ``binarize train CONFIG.yaml --set optim.lr=1e-4 --set steps=500`` overrides single keys (values are read as YAML).
