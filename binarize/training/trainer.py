@@ -209,6 +209,8 @@ def train(
                 model.eval()
                 record["held_out_loss"] = held_out_loss(model, config, held_out)
                 model.train()
+                if not math.isfinite(record["held_out_loss"]):  # the weights went bad in this step's update
+                    raise _diverged(done, record["held_out_loss"], last, config, what="held-out loss")
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
@@ -259,11 +261,12 @@ def _agreed_loss(loss: Tensor, place: _Distributed) -> float:
     return value
 
 
-def _diverged(step: int, value: float, last: Path | None, config: ExperimentConfig) -> DivergedError:
+def _diverged(step: int, value: float, last: Path | None, config: ExperimentConfig,
+              what: str = "training loss") -> DivergedError:
     kept = (f"the last good checkpoint is {last}, and the run resumes from it" if last is not None
             else "no checkpoint was written yet")
     return DivergedError(
-        f"step {step}: the training loss is {value} (the network diverged); stopped without writing a checkpoint "
+        f"step {step}: the {what} is {value} (the network diverged); stopped without writing a checkpoint "
         f"of this state: {kept}. Lower the learning rate (--set optim.lr=..., now {config.optim.lr:g}) or check the "
         "data and the initial weights"
     )

@@ -324,3 +324,13 @@ def test_a_checkpoint_renamed_to_another_step_is_refused(good: Path, tmp_path: P
     last.rename(last.with_name("step_00000009.safetensors"))
     with pytest.raises(CheckpointError, match="holds step 2, not the step its name says"):
         train(load_config(_config(folder, steps=12)), progress=False)
+
+
+def test_a_non_finite_held_out_loss_stops_the_run_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "run"
+    monkeypatch.setattr(trainer, "held_out_loss", lambda *args: float("nan"))
+    config = {**_config(folder, steps=3), "eval_every": 2}
+    with pytest.raises(DivergedError, match=r"step 2: the held-out loss is nan .*step_00000001\.safetensors"):
+        train(load_config(config), progress=False)
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["step_00000001.safetensors"]
+    assert "NaN" not in (folder / "log.jsonl").read_text()
