@@ -104,8 +104,9 @@ def tensor_checksum(tensor: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def _names(names: list[str]) -> str:
-    shown = ", ".join(names[:_NAMES_SHOWN])
+def listed_names(names: list[str], separator: str = ", ") -> str:
+    """The first few of ``names`` for an error message, then how many more."""
+    shown = separator.join(names[:_NAMES_SHOWN])
     return shown + (f" and {len(names) - _NAMES_SHOWN} more ({len(names)} in all)" if len(names) > _NAMES_SHOWN else "")
 
 
@@ -142,7 +143,7 @@ def write_checkpoint(
     bad = _non_finite(tensors)
     if bad:
         raise CheckpointError(
-            f"not writing {str(path)!r}: NaN or infinity in {_names(bad)}; the training "
+            f"not writing {str(path)!r}: NaN or infinity in {listed_names(bad)}; the training "
             "diverged, so earlier checkpoints are kept as they are"
         )
     metadata = _metadata(config, recipe, recipe_hash, step, groups, tensors)
@@ -180,7 +181,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     bad = _non_finite(tensors)
     if bad:
         raise CheckpointError(
-            f"{source}: NaN or infinity in {_names(bad)}; the run that wrote it diverged or "
+            f"{source}: NaN or infinity in {listed_names(bad)}; the run that wrote it diverged or "
             "the file was changed afterwards; use an earlier checkpoint"
         )
     try:
@@ -265,11 +266,11 @@ def _check_tensors(source: Path, tensors: Mapping[str, torch.Tensor], checksums:
     damaged = sorted(name for name in set(checksums) & set(tensors) if tensor_checksum(tensors[name]) != checksums[name])
     problems = []
     if damaged:
-        problems.append(f"data that does not match the stored checksum in {_names(damaged)}")
+        problems.append(f"data that does not match the stored checksum in {listed_names(damaged)}")
     if missing:
-        problems.append(f"tensors it was written with are missing: {_names(missing)}")
+        problems.append(f"tensors it was written with are missing: {listed_names(missing)}")
     if extra:
-        problems.append(f"tensors were added after it was written: {_names(extra)}")
+        problems.append(f"tensors were added after it was written: {listed_names(extra)}")
     if problems:
         raise CheckpointError(
             f"{source} is damaged: {'; '.join(problems)}. It was changed after it was written (a disk or copy "
@@ -320,17 +321,17 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing:
-        problems.append(f"missing {_names(missing)}")
+        problems.append(f"missing {listed_names(missing)}")
     if unexpected:
-        problems.append(f"unexpected {_names(unexpected)}")
+        problems.append(f"unexpected {listed_names(unexpected)}")
     shapes = [f"{k} {tuple(state[k].shape)} instead of {tuple(v.shape)}" for k, v in expected.items()
               if k in state and state[k].shape != v.shape]
     if shapes:
-        problems.append(f"other shapes: {_names(shapes)}")
+        problems.append(f"other shapes: {listed_names(shapes)}")
     kinds = [f"{k} ({state[k].dtype} instead of {v.dtype})" for k, v in expected.items()
              if k in state and state[k].is_floating_point() != v.is_floating_point()]
     if kinds:
-        problems.append(f"values of another kind: {_names(kinds)}")
+        problems.append(f"values of another kind: {listed_names(kinds)}")
     if problems:
         raise CheckpointError(f"{source}: its weights do not fit {what}: {'; '.join(problems)}")
     model.load_state_dict(dict(state))

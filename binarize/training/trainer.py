@@ -33,16 +33,13 @@ from torch import Tensor, nn
 
 from binarize.diffusion import PREDICTION_TARGETS, draw_timesteps, training_loss
 from binarize.training.checkpoint import (
-    CheckpointError, latest_checkpoint, load_weights, read_checkpoint, write_checkpoint,
+    CheckpointError, latest_checkpoint, listed_names, load_weights, read_checkpoint, write_checkpoint,
 )
 from binarize.training.config import ExperimentConfig
 from binarize.training.data import held_out_batch, held_out_loss, patch_dataset
 from binarize.training.model import build_model
 
 __all__ = ["DivergedError", "TrainResult", "step_seed", "train"]
-
-#: How many names or differences an error message lists.
-_SHOWN = 4
 
 
 class DivergedError(CheckpointError):
@@ -311,13 +308,11 @@ def _missing_optimizer_state(state: dict[str, Any] | None, optimizer: Any, step:
     if state is None:
         return "the optimiser state (a weights-only file)"
     if state.get("missing"):
-        lost = [str(index) for index in state["missing"]]
-        return f"the optimiser state of parameters {', '.join(lost[:_SHOWN])}{' ...' if len(lost) > _SHOWN else ''}"
+        return f"the optimiser state of parameters {listed_names([str(index) for index in state['missing']])}"
     complete = frozenset().union(*state["state"].values())
     partial = [str(index) for index, values in state["state"].items() if frozenset(values) != complete]
     if partial:
-        more = " ..." if len(partial) > _SHOWN else ""
-        return f"part of the optimiser state (of parameters {', '.join(partial[:_SHOWN])}{more})"
+        return f"part of the optimiser state (of parameters {listed_names(partial)})"
     params = [p for group in optimizer.param_groups for p in group["params"]]
     unsound = _unsound_adam_state(state["state"], params, step)
     if unsound:
@@ -359,9 +354,7 @@ def _recipe_name(recipe: dict[str, Any] | None) -> str:
 
 def _recipe_differences(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str:
     """The keys where two resolved recipes differ, as ``path: old -> new`` (the first few)."""
-    changes = list(_differences(old, new, "recipe"))
-    shown = "; ".join(changes[:_SHOWN])
-    return shown + (f" and {len(changes) - _SHOWN} more" if len(changes) > _SHOWN else "")
+    return listed_names(list(_differences(old, new, "recipe")), "; ")
 
 
 def _differences(old: Any, new: Any, where: str) -> Iterator[str]:

@@ -70,7 +70,7 @@ def test_a_model_the_meta_device_cannot_run_is_extrapolated_from_two_real_probes
     assert 0.8 < predicted / _measured(model, side) < 1.25
 
 
-def test_auto_picks_the_largest_tile_within_the_budget() -> None:
+def test_auto_keeps_the_tile_within_a_tight_budget_and_a_conv_net_whole_within_a_roomy_one() -> None:
     model = AttentionDenoiser().eval()
     side = 256
     buffers = IMAGE_BUFFERS * 3 * side * side * 4
