@@ -14,6 +14,7 @@ Examples:
 from binarize.api import binarize, plan
 from binarize.binarizers import BINARIZERS, Binarizer, get_binarizer, set_progress
 from binarize.cost import CostReport, measure_cost
+from binarize.deploy.export import export
 from binarize.engine import Plan, Report
 from binarize.errors import BinarizeError, ModelSpecError, RecipeError, UnknownNameError, UnsupportedLayerError
 from binarize.nn import (
@@ -62,6 +63,7 @@ __all__ = [
     "available_recipes",
     "binarize",
     "dump_recipe",
+    "export",
     "get_binarizer",
     "load_recipe",
     "make_scale",
