@@ -79,6 +79,7 @@ def command(
 #: Modules that register further commands when imported (kept out of ``import binarize``: some are heavy).
 COMMAND_MODULES: tuple[str, ...] = (
     "binarize.training.commands", "binarize.metrics", "binarize.bench.cli", "binarize.showcase.commands",
+    "binarize.deploy.commands",
 )
 
 

@@ -11,10 +11,11 @@ r"""The packed export format: a safetensors file holding every binary weight as 
 * ``P.weight.alpha``: ``float32`` ``(O,)``, the scale :math:`\alpha_o` (kept in ``float32`` under ``--half``).
 
 Every other tensor of the model's state dict (biases, shifts, RPReLU and per-timestep tables, scale parameters,
-batch norms, the full-precision layers) is stored under its own name, in ``float32`` or ``float16``. The
+batch norms, the full-precision layers) is stored under its own name, in ``float32`` or ``float16``. The tensors
+lie in a few blobs, one per dtype, with a compressed index and checksums (:mod:`binarize.deploy.container`). The
 metadata holds the format, the model's ``source`` (a model spec such as ``timm:resnet18`` or ``zoo:NAME`` with its
-arguments and input size, or a training run's experiment config), the resolved ``recipe``, the ``layers`` index
-(name -> class and weight shape) and a SHA-256 ``checksums`` entry per tensor, checked on every read.
+input size, or a training run's experiment config), the resolved ``recipe`` (JSON) and the ``layers`` index
+(name -> class, weight shape and signs per output channel; compressed JSON).
 
 So the file is :math:`B / 8` bytes for :math:`B` binary weights (rounded up per output channel) plus the float
 parts, plus the metadata; :class:`ExportReport` states each part. The runtime re-lays the bits into its own
@@ -29,11 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from binarize._files import atomic_path
+from binarize.deploy.container import ExportError, compressed_json, read_compressed_json, read_container, write_container
 from binarize.deploy.freeze import freeze
 from binarize.deploy.packed import NotPackableError, binary_signs, output_rows
 from binarize.errors import BinarizeError
@@ -44,10 +43,6 @@ __all__ = ["FORMAT", "ExportError", "ExportReport", "PackedFile", "export", "loa
 FORMAT = "binarize-packed/1"
 _BITS, _ALPHA = ".weight.bits", ".weight.alpha"
 _BYTE_WEIGHTS = torch.tensor([1 << j for j in range(8)], dtype=torch.int32)
-
-
-class ExportError(BinarizeError):
-    """A model that cannot be exported, or a file that is not a readable packed export (the message says why)."""
 
 
 @dataclass
@@ -170,10 +165,14 @@ def export(
         if not key.endswith(_BITS):
             float_values += value.numel()
             float_bytes += value.numel() * value.element_size()
-    metadata = _metadata(tensors, index, source, _resolved_recipe(model, recipe), half)
-    target = Path(path)
-    with atomic_path(target) as temporary:
-        save_file(tensors, str(temporary), metadata=metadata)
+    metadata = {
+        "format": FORMAT,
+        "source": json.dumps(source),
+        "recipe": json.dumps(_resolved_recipe(model, recipe)),
+        "layers": compressed_json(index),
+        "float_dtype": "float16" if half else "float32",
+    }
+    target = write_container(path, tensors, metadata)
     return ExportReport(
         path=target, file_bytes=target.stat().st_size, binary_weights=binary_weights, binary_bytes=binary_bytes,
         float_values=float_values, float_bytes=float_bytes, theory_bytes=binary_weights / 8 + float_bytes, kept=kept,
@@ -196,22 +195,6 @@ def _resolved_recipe(model: nn.Module, recipe: Any) -> dict[str, Any] | None:
     except BinarizeError:
         return None
     return found.to_dict() if found.hash == digest else None
-
-
-def _metadata(
-    tensors: dict[str, Tensor], index: dict[str, Any], source: dict[str, Any] | None, recipe: dict[str, Any] | None,
-    half: bool,
-) -> dict[str, str]:
-    from binarize.training.checkpoint import tensor_checksum
-
-    return {
-        "format": FORMAT,
-        "source": json.dumps(source),
-        "recipe": json.dumps(recipe),
-        "layers": json.dumps(index),
-        "float_dtype": "float16" if half else "float32",
-        "checksums": json.dumps({name: tensor_checksum(value) for name, value in sorted(tensors.items())}),
-    }
 
 
 @dataclass
@@ -249,44 +232,22 @@ class PackedFile:
 
 
 def read_packed(path: str | Path) -> PackedFile:
-    """Read and check a packed export.
+    """Read and check a packed export (see :mod:`binarize.deploy.container` for the checks).
 
     Raises:
         ExportError: a missing or unreadable file, another format, broken metadata, or tensors that do not match
             their checksums (the message names the file and the tensors).
     """
-    from binarize.training.checkpoint import listed_names, tensor_checksum
-
     source = Path(path)
-    if not source.is_file():
-        raise ExportError(f"no packed model at {str(source)!r}")
-    try:
-        with safe_open(str(source), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ExportError(f"{source} is not a readable safetensors file ({exc})") from None
-    if metadata.get("format") != FORMAT:
-        raise ExportError(
-            f"{source} is not a packed binarize export (format {metadata.get('format')!r}, expected {FORMAT!r}); "
-            "write one with `binarize export`"
-        )
+    tensors, metadata = read_container(source, FORMAT)
     fields: dict[str, Any] = {}
-    for key, kind in (("source", (dict, type(None))), ("recipe", (dict, type(None))), ("layers", dict),
-                      ("checksums", dict)):
+    for key, kind in (("source", (dict, type(None))), ("recipe", (dict, type(None))), ("layers", dict)):
         try:
-            fields[key] = json.loads(metadata[key])
-        except (KeyError, json.JSONDecodeError) as exc:
+            fields[key] = read_compressed_json(metadata[key]) if key == "layers" else json.loads(metadata[key])
+        except (KeyError, ValueError) as exc:
             raise ExportError(f"{source}: its metadata field {key!r} is missing or not JSON ({exc})") from None
         if not isinstance(fields[key], kind):
             raise ExportError(f"{source}: its metadata field {key!r} has the wrong type")
-    checksums = fields["checksums"]
-    damaged = sorted(k for k in tensors if k in checksums and tensor_checksum(tensors[k]) != checksums[k])
-    missing, extra = sorted(set(checksums) - set(tensors)), sorted(set(tensors) - set(checksums))
-    for what, names in (("data that does not match the stored checksum in", damaged), ("missing tensors", missing),
-                        ("tensors the file did not list", extra)):
-        if names:
-            raise ExportError(f"{source} is damaged: {what} {listed_names(names)}; export the model again")
     for name in fields["layers"]:
         if name + _BITS not in tensors or name + _ALPHA not in tensors:
             raise ExportError(f"{source} is damaged: the bits or scale of layer {name} are missing")

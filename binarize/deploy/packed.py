@@ -145,6 +145,12 @@ class PackedLayer(nn.Module):
         return f"packed {tuple(self.weight_words.shape)} words, {self.channels} channels per group"
 
 
+def _copy_geometry(packed: nn.Module, layer: nn.Module, names: tuple[str, ...]) -> None:
+    """Keep the replaced layer's geometry attributes (code around a layer reads ``in_channels`` and the like)."""
+    for name in names:
+        setattr(packed, name, getattr(layer, name))
+
+
 def _conv_words(signs: Tensor, groups: int) -> Tensor:
     """``(O, Cg, kh, kw)`` signs -> ``(G, Og, kh, kw, Wg)`` words."""
     out = signs.shape[0]
@@ -161,10 +167,10 @@ class PackedConv(PackedLayer):
             signs = signs.unsqueeze(2)
         super().__init__(layer, _conv_words(signs, layer.groups), alpha, layer.in_channels // layer.groups)
         self.spatial_dims = 1 if one_d else 2
-        self.kernel_size = tuple(signs.shape[2:])
-        self.stride = (1, *layer.stride) if one_d else tuple(layer.stride)
-        self.dilation = (1, *layer.dilation) if one_d else tuple(layer.dilation)
-        self.groups = layer.groups
+        _copy_geometry(self, layer, ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                                     "groups"))
+        self.stride2d = (1, *layer.stride) if one_d else tuple(layer.stride)
+        self.dilation2d = (1, *layer.dilation) if one_d else tuple(layer.dilation)
         left_first = layer._explicit_padding()  # F.pad order: last dimension first
         self.pads = (0, 0, *left_first) if one_d else (left_first[2], left_first[3], left_first[0], left_first[1])
         self.padding_mode = layer.padding_mode
@@ -203,8 +209,8 @@ class PackedConv(PackedLayer):
         ops = self._ops()
         packed = ops.pack_activations(x4.to(torch.float32).contiguous(), groups=self.groups, pads=pads, shift=shift,
                                       pad_negative=self.pad_negative)
-        acc = ops.xnor_accumulate(packed, self.weight_words, channels=self.channels, stride=self.stride,
-                                  dilation=self.dilation).to(torch.float64)
+        acc = ops.xnor_accumulate(packed, self.weight_words, channels=self.channels, stride=self.stride2d,
+                                  dilation=self.dilation2d).to(torch.float64)
         if self.correction and any(pads):
             acc = acc + self.correction * self._border_sums(x4.shape[2], x4.shape[3]).to(torch.float64)
         return acc.squeeze(2) if self.spatial_dims == 1 else acc
@@ -214,8 +220,8 @@ class PackedConv(PackedLayer):
         ops = self._ops()
         packed = ops.pack_activations(x4.to(torch.float32).contiguous(), groups=self.groups, pads=pads, shift=shift,
                                       pad_negative=self.pad_negative)
-        y = ops.xnor_conv2d(packed, self.weight_words, channels=self.channels, stride=self.stride,
-                            dilation=self.dilation, alpha=self.alpha, bias=self.bias)
+        y = ops.xnor_conv2d(packed, self.weight_words, channels=self.channels, stride=self.stride2d,
+                            dilation=self.dilation2d, alpha=self.alpha, bias=self.bias)
         if self.correction and any(pads):
             y = y + (self.correction * self.alpha).view(1, -1, 1, 1) * self._border_sums(x4.shape[2], x4.shape[3])
         return y.to(x.dtype)
@@ -228,7 +234,7 @@ class PackedConv(PackedLayer):
             top, bottom, left, right = self.pads
             mask = torch.ones(1, 1, height + top + bottom, width + left + right, device=self.tap_sums.device)
             mask[:, :, top:top + height, left:left + width] = 0.0
-            self._border[key] = F.conv2d(mask, self.tap_sums, stride=self.stride, dilation=self.dilation)
+            self._border[key] = F.conv2d(mask, self.tap_sums, stride=self.stride2d, dilation=self.dilation2d)
         return self._border[key]
 
 
@@ -239,7 +245,7 @@ class PackedLinear(PackedLayer):
     def __init__(self, layer: BinaryLinear, signs: Tensor, alpha: Tensor) -> None:
         words = pack_signs(signs, dim=1).reshape(1, signs.shape[0], 1, 1, -1)
         super().__init__(layer, words, alpha, layer.in_features)
-        self.out_features = layer.out_features
+        _copy_geometry(self, layer, ("in_features", "out_features"))
 
     def accumulate(self, x: Tensor, groups: Tensor | None = None) -> Tensor:
         """The integer accumulators (``float64`` ``(..., O)``, exact)."""
@@ -274,13 +280,8 @@ class PackedConvTranspose2d(PackedLayer):
         rows = signs.reshape(groups, cin // groups, og, kh, kw).permute(0, 2, 3, 4, 1)  # (G, Og, kh, kw, Cg)
         words = pack_signs(rows, dim=-1).reshape(groups, og * kh * kw, 1, 1, -1)
         super().__init__(layer, words, alpha, cin // groups)
-        self.groups = groups
-        self.out_channels = layer.out_channels
-        self.kernel_size = (kh, kw)
-        self.stride = tuple(layer.stride)
-        self.padding = tuple(layer.padding)
-        self.dilation = tuple(layer.dilation)
-        self.output_padding = tuple(layer.output_padding)
+        _copy_geometry(self, layer, ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                                     "groups", "output_padding"))
 
     def accumulate(self, x: Tensor, groups: Tensor | None = None, output_size: list[int] | None = None) -> Tensor:
         """The integer accumulators (``float64`` ``(N, O, Hout, Wout)``, exact) for a batched input."""
