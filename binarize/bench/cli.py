@@ -91,6 +91,28 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     quality.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     quality.add_argument("--json", action="store_true", help="print one JSON object")
     quality.set_defaults(_bench=_run_quality, threads=None, model="the quality benchmark's UNet")
+    deploy = sub.add_parser(
+        "deploy",
+        help="inference on packed bits against the float model and the fake-quantised one",
+        description=(
+            "Binarize MODEL with the recipe; time the float network (PyTorch eager), the fake-quantised binary "
+            "network and its packed form (binarize.deploy.freeze) in turns, batch 1, at each thread count, as "
+            "medians with the ratios as medians of per-round ratios; then each packed layer alone against a float "
+            "layer of the same shape; and the sizes of the float weights and of the packed file."
+        ),
+    )
+    deploy.add_argument("--model", default="timm:resnet18", metavar="SPEC",
+                        help=f"the network, {ALLOWED_FORMS} (default: timm:resnet18)")
+    deploy.add_argument("--recipe", default="reactnet", metavar="R", help="a recipe name or YAML file (default: "
+                        "reactnet)")
+    deploy.add_argument("--size", type=positive_int, metavar="N", help="input size (default: the model's)")
+    deploy.add_argument("--threads", dest="thread_counts", type=positive_int, nargs="+", default=[1, 2], metavar="N",
+                        help="thread counts to time (default: 1 2)")
+    deploy.add_argument("--repeats", type=positive_int, default=10, metavar="N",
+                        help="timed rounds per measurement (default: 10)")
+    deploy.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
+    deploy.add_argument("--json", action="store_true", help="print one JSON object")
+    deploy.set_defaults(_bench=_run_deploy, device="cpu", threads=None)
 
 
 def _run_overhead(args: argparse.Namespace) -> Any:
@@ -98,6 +120,13 @@ def _run_overhead(args: argparse.Namespace) -> Any:
         args.model, args.recipe, size=args.size, batch=args.batch, device=args.device, dtype=args.dtype,
         compile=args.compile, steps=args.steps, warmup=args.warmup,
     )
+
+
+def _run_deploy(args: argparse.Namespace) -> Any:
+    from binarize.bench.deploy import measure_deploy
+
+    return measure_deploy(args.model, args.recipe, size=args.size, threads=tuple(args.thread_counts), repeats=args.repeats,
+                          layers=not args.no_layers)
 
 
 def _run_quality(args: argparse.Namespace) -> Any:
@@ -116,12 +145,14 @@ def _run_rewrite(args: argparse.Namespace) -> Any:
 
 @command(
     "bench",
-    help="benchmarks: training overhead against the full-precision twin, conversion time, quality per recipe",
+    help="benchmarks: training overhead against the full-precision twin, conversion time, quality per recipe, "
+    "packed inference",
     configure=_configure,
     description=(
         "Benchmarks that print ratios: `binarize bench overhead` (a binarized training step against its "
         "full-precision twin, time and peak memory) and `binarize bench rewrite` (binarize() against one forward "
-        "pass) and `binarize bench quality` (the same diffusion SR UNet trained under each recipe, compared). See the "
+        "pass), `binarize bench quality` (the same diffusion SR UNet trained under each recipe, compared) and "
+        "`binarize bench deploy` (inference on packed bits against the float model). See the "
         "performance and BI-DiffSR pages of the documentation."
     ),
 )

@@ -67,6 +67,7 @@ def _check(layer: nn.Module, packed: nn.Module, x: torch.Tensor, groups: torch.T
     assert float((got - expected).abs().max()) <= 1e-5 * scale
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")  # torch's, once
 @pytest.mark.parametrize("compiled", IMPLEMENTATIONS)
 @SETTINGS
 @given(data=st.data(), chosen=options())
