@@ -1,14 +1,15 @@
-// A small persistent thread pool for the packed kernels: one parallel region at a time, static partition.
+// A small persistent thread pool for the packed kernels: one parallel region at a time, dynamic chunks.
 //
-// run(threads, n, fn) calls fn(begin, end) on `threads` disjoint contiguous slices of [0, n): slice 0 on the calling
-// thread, the others on workers that sleep between regions. The thread count comes from the caller (torch's
-// get_num_threads()), so the kernels follow torch's setting. A second caller that finds the pool busy runs its
-// region alone instead of waiting; a child process after fork() starts a fresh pool (the parent's workers do not
-// exist there).
+// run(threads, n, body) calls body(begin, end) on disjoint chunks covering [0, n), taken from a shared counter by
+// the calling thread and by up to threads - 1 workers that sleep between regions. The thread count comes from the
+// caller (torch's get_num_threads()), so the kernels follow torch's setting. A worker that wakes late (its core
+// busy with another process) finds the chunks taken and the region closed, so no region waits for a sleeper. A
+// second caller that finds the pool busy runs its region alone; a child process after fork() starts a fresh pool.
 #pragma once
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -22,28 +23,32 @@ class Pool {
  public:
   using Body = std::function<void(int64_t, int64_t)>;
 
-  // Splits [0, n) into min(threads, n) slices and runs body on each, returning when all are done.
+  // Runs body over [0, n) in chunks on up to `threads` threads, returning when all chunks are done.
   void run(int threads, int64_t n, const Body& body) {
     if (n <= 0) return;
-    const int64_t slices = threads < 1 ? 1 : (threads > n ? n : threads);
+    const int64_t helpers = std::min<int64_t>(threads, n) - 1;
     std::unique_lock<std::mutex> region(region_, std::try_to_lock);
-    if (slices == 1 || !region.owns_lock()) {
+    if (helpers < 1 || !region.owns_lock()) {
       body(0, n);
       return;
     }
-    grow(static_cast<int>(slices) - 1);
+    grow(helpers);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       body_ = &body;
       count_ = n;
-      slices_ = slices;
-      pending_ = slices - 1;
+      grain_ = std::max<int64_t>(1, n / ((helpers + 1) * 4));
+      next_.store(0);
+      helpers_ = helpers;
+      running_ = 0;
+      open_ = true;
       ++generation_;
     }
     start_.notify_all();
-    body(0, n / slices);
+    drain(body, n, grain_);
     std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return pending_ == 0; });
+    open_ = false;
+    done_.wait(lock, [this] { return running_ == 0; });
     body_ = nullptr;
   }
 
@@ -67,25 +72,33 @@ class Pool {
   void grow(int workers) {
     std::lock_guard<std::mutex> lock(mutex_);
     while (workers_ < workers) {
-      const int64_t slice = ++workers_;
+      ++workers_;
       const uint64_t seen = generation_;
-      std::thread([this, slice, seen] { work(slice, seen); }).detach();
+      std::thread([this, seen] { work(seen); }).detach();
     }
   }
 
-  void work(int64_t slice, uint64_t seen) {
+  void drain(const Body& body, int64_t count, int64_t grain) {
+    for (;;) {
+      const int64_t begin = next_.fetch_add(grain);
+      if (begin >= count) return;
+      body(begin, std::min(count, begin + grain));
+    }
+  }
+
+  void work(uint64_t seen) {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
       start_.wait(lock, [&] { return generation_ != seen; });
       seen = generation_;
-      if (slice >= slices_) continue;
+      if (!open_ || running_ >= helpers_) continue;
+      ++running_;
       const Body* body = body_;
-      const int64_t begin = count_ * slice / slices_;
-      const int64_t end = count_ * (slice + 1) / slices_;
+      const int64_t count = count_, grain = grain_;
       lock.unlock();
-      (*body)(begin, end);
+      drain(*body, count, grain);
       lock.lock();
-      if (--pending_ == 0) done_.notify_one();
+      if (--running_ == 0) done_.notify_one();
     }
   }
 
@@ -97,8 +110,11 @@ class Pool {
   std::condition_variable done_;
   const Body* body_ = nullptr;
   int64_t count_ = 0;
-  int64_t slices_ = 0;
-  int64_t pending_ = 0;
+  int64_t grain_ = 1;
+  std::atomic<int64_t> next_{0};  // first index of the next chunk to take
+  int64_t helpers_ = 0;           // workers allowed to join this region
+  int64_t running_ = 0;           // workers inside this region
+  bool open_ = false;             // whether workers may still join
   int64_t workers_ = 0;
   uint64_t generation_ = 0;
 };

@@ -282,10 +282,9 @@ struct Avx2Kernel {
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1,
                                          2, 2, 3, 2, 3, 3, 4);
     const __m256i zero = _mm256_setzero_si256();
-    __m256i total[P][V];
-    for (int p = 0; p < P; ++p) {
-      for (int v = 0; v < V; ++v) total[p][v] = zero;
-    }
+    // The 64-bit totals live in memory (touched once per 31 steps), leaving the 16 registers to the byte sums.
+    alignas(32) int64_t total[P * kChannels];
+    for (int i = 0; i < P * kChannels; ++i) total[i] = 0;
     for (int64_t k0 = 0; k0 < steps; k0 += 31) {
       const int64_t k1 = std::min<int64_t>(steps, k0 + 31);
       __m256i sum[P][V];
@@ -304,10 +303,15 @@ struct Avx2Kernel {
             sum[p][v] = _mm256_add_epi8(sum[p][v], _mm256_shuffle_epi8(lut, dlo));
             sum[p][v] = _mm256_add_epi8(sum[p][v], _mm256_shuffle_epi8(lut, dhi));
           }
+          // Keeps the next pixel's loads below this one's arithmetic: hoisting all of them exhausts the registers.
+          asm volatile("" ::: "memory");
         }
       }
       for (int p = 0; p < P; ++p) {
-        for (int v = 0; v < V; ++v) total[p][v] = _mm256_add_epi64(total[p][v], _mm256_sad_epu8(sum[p][v], zero));
+        for (int v = 0; v < V; ++v) {
+          __m256i* at = reinterpret_cast<__m256i*>(total + p * kChannels + 4 * v);
+          _mm256_store_si256(at, _mm256_add_epi64(_mm256_load_si256(at), _mm256_sad_epu8(sum[p][v], zero)));
+        }
       }
     }
     // 64-bit lane sums (each < 2^31) to int32: the low halves of the four lanes, then full - 2 sum.
@@ -315,7 +319,8 @@ struct Avx2Kernel {
     const __m128i fullv = _mm_set1_epi32(full);
     for (int p = 0; p < P; ++p) {
       for (int v = 0; v < V; ++v) {
-        const __m128i s = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(total[p][v], halves));
+        const __m256i t = _mm256_load_si256(reinterpret_cast<const __m256i*>(total + p * kChannels + 4 * v));
+        const __m128i s = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(t, halves));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(acc + p * kChannels + 4 * v),
                          _mm_sub_epi32(fullv, _mm_add_epi32(s, s)));
       }
@@ -512,8 +517,9 @@ void conv(const ConvArgs& a, int isa, int threads) {
     int64_t dst[kChunkPixels + P];
     alignas(64) int32_t acc[P * B];
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t chunk = item % chunks;
-      const int64_t block = (item / chunks) % blocks;
+      // Channel blocks vary fastest: a chunk's activations stay in L1 while the blocks' weights stream past.
+      const int64_t block = item % blocks;
+      const int64_t chunk = (item / blocks) % chunks;
       const int64_t g = item / (chunks * blocks);
       // The chunk's pixels: first word of each receptive field and output offset (of channel 0).
       const int64_t p0 = chunk * kChunkPixels;
