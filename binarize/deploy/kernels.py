@@ -285,7 +285,7 @@ def _check(code: int, function: str) -> None:
 
 
 def _isa_index(library: ctypes.CDLL) -> int:
-    best = library.binarize_best_isa()
+    best = library.best_isa  # detected once, when the library loads
     forced = os.environ.get("BINARIZE_DEPLOY_ISA", "").strip()
     if not forced:
         return best
@@ -426,4 +426,5 @@ def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
     library.binarize_pack.restype = i32
     library.binarize_conv.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, ptr, *[i64] * 13, i32, i32]
     library.binarize_conv.restype = i32
+    library.best_isa = library.binarize_best_isa()
     return library
