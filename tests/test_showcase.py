@@ -69,7 +69,13 @@ def test_demo_reproduces_the_cards_and_beats_bicubic(tmp_path: Path, capsys: pyt
     for key, name in demo_module.DEMO_MODELS.items():
         card = TRAINED.get(name).card()
         assert quality[key]["psnr_y"] == pytest.approx(card["quality"]["model"]["psnr_y"], abs=0.01)
-        assert quality[key]["ssim_y"] == pytest.approx(card["quality"]["model"]["ssim_y"], abs=1e-4)
+        # the binarized models sample on packed bits, whose float rounding differs from the fake-quantised model
+        # that measured the cards; a sign flipped by rounding moves SSIM-Y by about 1e-4
+        assert quality[key]["ssim_y"] == pytest.approx(card["quality"]["model"]["ssim_y"], abs=5e-4)
         assert printed["cost"][key]["checkpoint_bytes"] == TRAINED.get(name).checkpoint.stat().st_size
     assert printed["cost"]["bidiffsr"]["ops_g"] < printed["cost"]["fp"]["ops_g"]
+    for key in ("bidiffsr", "bidiffsr_fp_init"):  # sampled on packed bits, size and speed measured
+        cost = printed["cost"][key]
+        assert 0 < cost["packed_bytes"] < cost["checkpoint_bytes"] / 4 and cost["packed_ms"] > 0
+    assert "packed_bytes" not in printed["cost"]["fp"]
     assert (tmp_path / "side_by_side.png").is_file() and "## Quality" in (tmp_path / "report.md").read_text()

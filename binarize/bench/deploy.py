@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from binarize._threads import cpu_threads
 from binarize.bench.timing import interleaved_samples, paired_times
 from binarize.deploy import export, freeze
+from binarize.deploy.compare import kernel_description
 from binarize.deploy.packed import PackedConv, PackedConvTranspose2d, PackedLayer, PackedLinear
 
 __all__ = ["DeployResult", "LayerTiming", "ModelTiming", "measure_deploy"]
@@ -106,12 +107,6 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
-def _kernels() -> str:
-    from binarize.deploy import kernels
-
-    return f"compiled ({kernels.kernel_isa()})" if kernels.kernels_available() else "pure-torch reference"
-
-
 def measure_deploy(
     model: str,
     recipe: str,
@@ -131,7 +126,7 @@ def measure_deploy(
     float_model = spec.model.eval()
     fake = binarize(float_model, recipe, example_inputs=inputs).eval()
     packed = freeze(fake)
-    result = DeployResult(model=model, recipe=recipe, inputs=_describe(inputs), machine=_machine(), kernels=_kernels(),
+    result = DeployResult(model=model, recipe=recipe, inputs=_describe(inputs), machine=_machine(), kernels=kernel_description(),
                           kept=dict(packed.deploy_report.kept))
     works: dict[str, Callable[[], Any]] = {
         "float": lambda: float_model(*inputs), "fake": lambda: fake(*inputs), "packed": lambda: packed(*inputs),

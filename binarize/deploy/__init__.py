@@ -8,7 +8,16 @@
 """
 
 from binarize.deploy.bits import WORD_BITS, pack_signs, packed_words, popcount, unpack_signs, xnor_matmul
-from binarize.deploy.export import FORMAT, ExportError, ExportReport, PackedFile, export, load, read_packed
+from binarize.deploy.export import (
+    FORMAT,
+    ExportError,
+    ExportReport,
+    PackedFile,
+    export,
+    export_checkpoint,
+    load,
+    read_packed,
+)
 from binarize.deploy.freeze import DeployReport, freeze
 from binarize.deploy.packed import NotPackableError, PackedLayer, binary_signs, pack_layer
 
@@ -23,6 +32,7 @@ __all__ = [
     "PackedLayer",
     "binary_signs",
     "export",
+    "export_checkpoint",
     "freeze",
     "load",
     "pack_layer",

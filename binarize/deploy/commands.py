@@ -35,18 +35,22 @@ def _configure_export(parser: argparse.ArgumentParser) -> None:
     "the freshly binarized network (its initial weights).",
 )
 def run_export(args: argparse.Namespace) -> int:
-    from binarize.deploy.export import export
+    from binarize.deploy.export import export, export_checkpoint
 
     target = Path(args.out)
     if target.exists() and not args.overwrite:
         raise CommandError(f"{target} exists; pass --overwrite to replace it")
-    model, source, recipe, note = _model_to_export(args)
     if target.exists() and _same_file(target, args.source):
         raise CommandError(f"{target} is the input itself; write the packed file elsewhere")
-    report = export(model, target, half=args.half, source=source, recipe=recipe)
-    print(report)
-    if note:
-        print(note)
+    checkpoint = _checkpoint(args.source)
+    if checkpoint is not None:
+        if args.recipe:
+            raise CommandError("--recipe applies to a model spec; a checkpoint carries its own recipe")
+        print(export_checkpoint(checkpoint, target, half=args.half, trust_code=args.trust_code))
+        return 0
+    model, source = _binarized_spec(args)
+    print(export(model, target, half=args.half, source=source, recipe=args.recipe))
+    print("(freshly binarized weights: export a trained checkpoint for a useful model)")
     return 0
 
 
@@ -55,19 +59,8 @@ def _same_file(target: Path, source: str) -> bool:
     return candidate.exists() and candidate.resolve() == target.resolve()
 
 
-def _model_to_export(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, str]:
-    """``(model, source, recipe, note)`` for a checkpoint or a model spec."""
-    checkpoint = _checkpoint(args.source)
-    if checkpoint is not None:
-        from binarize.training.evaluate import load_model
-
-        if args.recipe:
-            raise CommandError("--recipe applies to a model spec; a checkpoint carries its own recipe")
-        model, found = load_model(checkpoint, trust_code=args.trust_code)
-        if found.recipe is None:
-            raise CommandError(f"{checkpoint} is a full-precision checkpoint (recipe: null); there is nothing binary "
-                               "to pack")
-        return model, {"config": found.config.to_dict()}, found.recipe, ""
+def _binarized_spec(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The model spec binarized with ``--recipe`` (its initial weights), and its source."""
     if not args.recipe:
         raise CommandError(f"{args.source} is not a checkpoint; a model spec needs --recipe (e.g. --recipe reactnet)")
     from binarize.api import binarize
@@ -78,8 +71,7 @@ def _model_to_export(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any
         raise CommandError(f"{args.source} runs a Python file to build the model; pass --trust-code if you trust it")
     spec = resolve_model(args.source, size=args.size)
     model = binarize(spec.model, args.recipe, example_inputs=spec.example_inputs(args.size)).eval()
-    source = {"model": args.source, "size": args.size}
-    return model, source, args.recipe, "(freshly binarized weights: export a trained checkpoint for a useful model)"
+    return model, {"model": args.source, "size": args.size}
 
 
 def _checkpoint(text: str) -> Path | None:

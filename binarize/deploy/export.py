@@ -38,7 +38,7 @@ from binarize.deploy.packed import NotPackableError, binary_signs, output_rows
 from binarize.errors import BinarizeError
 from binarize.nn.layers import BinaryLayerMixin
 
-__all__ = ["FORMAT", "ExportError", "ExportReport", "PackedFile", "export", "load", "read_packed"]
+__all__ = ["FORMAT", "ExportError", "ExportReport", "PackedFile", "export", "export_checkpoint", "load", "read_packed"]
 
 FORMAT = "binarize-packed/1"
 _BITS, _ALPHA = ".weight.bits", ".weight.alpha"
@@ -177,6 +177,25 @@ def export(
         path=target, file_bytes=target.stat().st_size, binary_weights=binary_weights, binary_bytes=binary_bytes,
         float_values=float_values, float_bytes=float_bytes, theory_bytes=binary_weights / 8 + float_bytes, kept=kept,
     )
+
+
+def export_checkpoint(
+    checkpoint: str | Path, path: str | Path, *, half: bool = False, trust_code: bool = False
+) -> ExportReport:
+    """Export the trained model of a checkpoint written by ``binarize train`` (a file, or ``zoo:NAME`` of a trained
+    zoo model), with its experiment config as the source, so that :func:`load` rebuilds it from the file alone.
+
+    Raises:
+        ExportError: the checkpoint is full precision (nothing binary to pack).
+        CheckpointError: the checkpoint cannot be read, or names a Python file without ``trust_code``.
+    """
+    from binarize.training.evaluate import load_model
+    from binarize.training.model import resolve_checkpoint
+
+    model, found = load_model(resolve_checkpoint(checkpoint), trust_code=trust_code)
+    if found.recipe is None:
+        raise ExportError(f"{found.path} is a full-precision checkpoint (recipe: null); there is nothing binary to pack")
+    return export(model, path, half=half, source={"config": found.config.to_dict()}, recipe=found.recipe)
 
 
 def _resolved_recipe(model: nn.Module, recipe: Any) -> dict[str, Any] | None:

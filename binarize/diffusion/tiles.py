@@ -147,8 +147,10 @@ def tile_count(height: int, width: int, tile: int | None, overlap: int) -> int:
 class _Footprint:
     """Peak live tensor bytes and floating-point operations of one network evaluation at a given size."""
 
-    def __init__(self, model: nn.Module, batch: int, channels: int, timestep: int) -> None:
+    def __init__(self, model: nn.Module, batch: int, channels: int, timestep: int,
+                 timed: nn.Module | None = None) -> None:
         self.model, self.batch, self.channels, self.timestep = model, batch, channels, timestep
+        self.timed = model if timed is None else timed
         self.device = next(model.parameters()).device
         self.meta = _meta_copy(model)
         self.exact = self.meta is not None and self._meta_run(_PROBES[0], _PROBES[0]) is not None
@@ -169,9 +171,10 @@ class _Footprint:
         return 0 if measured is None else measured[1]
 
     def seconds(self, height: int, width: int) -> float:
-        """One evaluation's time, measured: one real evaluation at this size after a small warm-up."""
-        self._real_run(_PROBES[0], _PROBES[0])  # warm-up: first calls pay one-time costs
-        return self._real_run(height, width)[1]
+        """One evaluation's time, measured: one real evaluation of the timed network at this size after a small
+        warm-up."""
+        self._real_run(_PROBES[0], _PROBES[0], self.timed)  # warm-up: first calls pay one-time costs
+        return self._real_run(height, width, self.timed)[1]
 
     def _inputs(self, height: int, width: int, device: torch.device | str) -> tuple[Tensor, Tensor]:
         x = torch.zeros(self.batch, self.channels, height, width, device=device)
@@ -193,12 +196,13 @@ class _Footprint:
         return tracker.peak, int(counter.get_total_flops())
 
     @torch.no_grad()
-    def _real_run(self, height: int, width: int) -> tuple[int, float]:
+    def _real_run(self, height: int, width: int, model: nn.Module | None = None) -> tuple[int, float]:
         from binarize.bench.memory import peak_memory
 
         x, t = self._inputs(height, width, self.device)
+        network = self.model if model is None else model
         began = time.perf_counter()
-        peak = peak_memory(lambda: self.model(x, t, x), self.device)
+        peak = peak_memory(lambda: network(x, t, x), self.device)
         return peak, time.perf_counter() - began
 
 
@@ -219,6 +223,7 @@ def plan_tiles(
     overlap: int = 32,
     tile: int | None | str = "auto",
     budget: int | None = None,
+    timed: nn.Module | None = None,
 ) -> TilePlan:
     """Plan the sampling of one condition tensor of ``shape`` ``(B, C, H, W)`` (the upsampled LR image).
 
@@ -231,6 +236,9 @@ def plan_tiles(
         overlap: the overlap between tiles in pixels.
         tile: ``"auto"`` (chosen here), a side in pixels (kept; only estimated), or ``None`` (the whole image).
         budget: the bytes the sampling may use (default: half of :func:`available_memory`).
+        timed: the network whose evaluations are timed for the estimate, when another one runs than ``model``
+            (a packed network, :func:`binarize.deploy.freeze`, planned with the memory of its float form, which
+            bounds its own).
 
     Raises:
         TilingError: with ``"auto"``, the full-size buffers alone or the smallest tile do not fit the budget.
@@ -240,7 +248,7 @@ def plan_tiles(
     device = next(model.parameters()).device
     allowed = int(budget if budget is not None else available_memory(device) // 2)
     buffers = IMAGE_BUFFERS * batch * channels * height * width * 4
-    footprint = _Footprint(model, batch, channels, timestep)
+    footprint = _Footprint(model, batch, channels, timestep, timed)
 
     def peak(side_h: int, side_w: int) -> int:
         return buffers + footprint.peak(side_h, side_w)

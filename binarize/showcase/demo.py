@@ -4,7 +4,8 @@ No download and no training: both checkpoints ship inside the package. Each mode
 (:func:`measure_checkpoint`), the demo prints a quality table (bicubic, full precision, BI-DiffSR) and a cost table
 (parameters, operations, checkpoint bytes), and writes ``report.md``, ``report.json`` and ``side_by_side.png``
 (per photo: bicubic, each model, ground truth) into the output folder. Every number is compared with
-the model's zoo card.
+the model's zoo card. The binarized models sample on packed bits (:mod:`binarize.deploy`), and the cost table gives
+their packed file size and speed against the float form.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import torch
 from binarize._files import write_text_atomic
 from binarize.data import bicubic_upscale, save_image
 from binarize.errors import BinarizeError
-from binarize.showcase.measure import ModelMeasurement, measure_checkpoint
+from binarize.showcase.measure import DEPLOY_SIZE, MEASURE_THREADS, ModelMeasurement, measure_checkpoint
 from binarize.training.evaluate import stack_panels, test_images
 
-__all__ = ["CARD_TOLERANCE_DB", "DEMO_MODELS", "DemoReport", "packed_bytes", "run_demo"]
+__all__ = ["CARD_TOLERANCE_DB", "DEMO_MODELS", "DemoReport", "run_demo"]
 
 #: The demo's models: its report key and the trained zoo model (BI-DiffSR trained from random weights, as in the
 #: paper, and from the trained full-precision model).
@@ -56,8 +57,17 @@ class DemoReport:
         return {"bicubic": first.bicubic, **{key: m.quality for key, m in self.measurements.items()}}
 
     def cost(self) -> dict[str, dict[str, Any]]:
-        """Per model: parameters, operations and checkpoint bytes."""
-        return {key: {**m.cost, "checkpoint_bytes": m.checkpoint_bytes} for key, m in self.measurements.items()}
+        """Per model: parameters, operations, checkpoint bytes and, for a binarized one, the packed deployment
+        (file bytes, one evaluation's milliseconds packed and in float)."""
+        table = {}
+        for key, m in self.measurements.items():
+            entry = {**m.cost, "checkpoint_bytes": m.checkpoint_bytes}
+            if m.deployment is not None:
+                entry.update(packed_bytes=m.deployment.packed_bytes, packed_ms=m.deployment.packed_ms,
+                             float_ms=m.deployment.float_ms, packed_speedup=m.deployment.speedup,
+                             packed_kernels=m.deployment.kernels)
+            table[key] = entry
+        return table
 
     def card_differences(self) -> dict[str, float]:
         """Per model: |mean PSNR-Y - the card's| in dB."""
@@ -91,20 +101,26 @@ class DemoReport:
         return "\n".join(lines)
 
     def cost_table(self) -> str:
-        """Markdown: parameters and operations (paper convention), checkpoint bytes and the packed estimate."""
-        lines = ["| model | params (M) | OPs (G) | binary layers | checkpoint | packed, estimated |",
-                 "| --- | --- | --- | --- | --- | --- |"]
+        """Markdown: parameters and operations (paper convention), checkpoint bytes, and the packed deployment of
+        the binarized models (file size; one evaluation packed against float, measured)."""
+        lines = ["| model | params (M) | OPs (G) | binary layers | checkpoint | packed file | packed speed |",
+                 "| --- | --- | --- | --- | --- | --- | --- |"]
         for key, cost in self.cost().items():
-            packed = f"{packed_bytes(cost):,.0f} bytes" if cost["binary_params"] else "-"
+            packed, speed = "-", "-"
+            if "packed_bytes" in cost:
+                packed = f"{cost['packed_bytes']:,} bytes"
+                speed = f"{cost['packed_ms']:.1f} ms vs {cost['float_ms']:.1f} ms float ({cost['packed_speedup']:.2f}x)"
             lines.append(f"| {_title(key)} | {cost['params_m']:.4f} | {cost['ops_g']:.4f} | {cost['binary_layers']} | "
-                         f"{cost['checkpoint_bytes']:,} bytes | {packed} |")
+                         f"{cost['checkpoint_bytes']:,} bytes | {packed} | {speed} |")
         size = next(iter(self.cost().values()))["size"]
+        kernels = next((c["packed_kernels"] for c in self.cost().values() if "packed_kernels" in c), "")
         return "\n".join(lines) + (
-            f"\n\nOne network evaluation for a 3 x {size} x {size} output; a sample takes one evaluation per DDIM "
-            "step. Checkpoints store float16 weights, and a binarized one holds the latent float weights of its "
-            "binary layers (what training needs). Packed for inference (1 bit per binary weight, float16 for the "
-            "full-precision parameters) a binarized model would take the estimated bytes; binarize has no packed "
-            "export yet."
+            f"\n\nParameters and operations: one network evaluation for a 3 x {size} x {size} output; a sample "
+            "takes one evaluation per DDIM step. Checkpoints store float16 weights, and a binarized one holds the "
+            "latent float weights of its binary layers (what training needs). The binarized models sample on "
+            f"packed bits here (binarize.deploy, {kernels}): the packed file holds 1 bit per binary weight and "
+            f"float32 for the rest; its speed is one evaluation at {DEPLOY_SIZE} x {DEPLOY_SIZE} on "
+            f"{MEASURE_THREADS} thread against the same network in float."
         )
 
     def markdown(self) -> str:
@@ -120,11 +136,6 @@ class DemoReport:
             "Per photo, left to right: bicubic, " + ", ".join(_title(k) for k in self.measurements)
             + ", ground truth.", "",
         ])
-
-
-def packed_bytes(cost: dict[str, Any]) -> float:
-    """Bytes of a bit-packed model: one bit per binary weight, two bytes (float16) per full-precision parameter."""
-    return cost["binary_params"] / 8 + 2 * cost["fp_params"]
 
 
 def _title(key: str) -> str:
@@ -151,7 +162,7 @@ def run_demo(out: str | Path = "demo_out", *, echo: Callable[[str], None] = prin
     for key, name in DEMO_MODELS.items():
         path, card = _model_file(name)
         echo(f"upscaling the held-out photos with zoo:{name} ...")
-        measurements[key] = measure_checkpoint(path)
+        measurements[key] = measure_checkpoint(path, packed=True)
         cards[key] = card
     report = DemoReport(measurements, cards)
     folder = Path(out)

@@ -19,14 +19,18 @@ from typing import Any
 from torch import nn
 
 from binarize._threads import cpu_threads
+from binarize.deploy.compare import PackedComparison, compare_packed, denoiser_inputs
 
 from binarize.training.checkpoint import Checkpoint
 from binarize.training.evaluate import EvalReport, evaluate, load_model, test_images
 
-__all__ = ["COST_SIZE", "MEASURE_THREADS", "ModelMeasurement", "measure_checkpoint", "network_cost"]
+__all__ = ["COST_SIZE", "DEPLOY_SIZE", "MEASURE_THREADS", "ModelMeasurement", "measure_checkpoint", "network_cost"]
 
 #: Output side of the network evaluation whose cost is reported (the paper's 3 x 256 x 256).
 COST_SIZE = 256
+
+#: Output side of the evaluation that compares a packed model's speed with its float model's.
+DEPLOY_SIZE = 64
 
 #: CPU threads of every measurement (fixed, so that cards and ``binarize demo`` agree bit for bit on one CPU).
 MEASURE_THREADS = 1
@@ -41,12 +45,15 @@ class ModelMeasurement:
         report: per-image PSNR-Y / SSIM-Y of the model and of bicubic, with the model's outputs.
         cost: parameters and operations of one evaluation at ``COST_SIZE`` (see :func:`network_cost`).
         checkpoint_bytes: size of the checkpoint file.
+        deployment: for a binarized model measured packed, its packed size and speed against the float model
+            (``None`` otherwise).
     """
 
     checkpoint: Checkpoint
     report: EvalReport
     cost: dict[str, Any]
     checkpoint_bytes: int
+    deployment: PackedComparison | None = None
 
     @property
     def quality(self) -> dict[str, float]:
@@ -72,13 +79,22 @@ def network_cost(model: nn.Module, config: Any, size: int = COST_SIZE) -> dict[s
 
 
 def measure_checkpoint(path: str | Path, *, steps: int | None = None, seed: int = 0,
-                       trust_code: bool = False) -> ModelMeasurement:
+                       trust_code: bool = False, packed: bool = False) -> ModelMeasurement:
     """Measure the checkpoint at ``path`` with the protocol of this module (``steps``: DDIM steps, default the
-    checkpoint's config)."""
+    checkpoint's config). With ``packed``, a binarized model samples on packed bits (:func:`binarize.deploy.freeze`)
+    and its packed size and speed are measured against the float model (one evaluation at
+    :data:`DEPLOY_SIZE`)."""
     with cpu_threads(MEASURE_THREADS):
         model, checkpoint = load_model(path, trust_code=trust_code)
         images = test_images(checkpoint.config.scale)
-        report = evaluate(model, checkpoint.config, images, steps=steps, seed=seed)
         cost = network_cost(model, checkpoint.config)
-    return ModelMeasurement(checkpoint, report, cost, Path(path).stat().st_size)
+        deployment = None
+        if packed and checkpoint.recipe is not None:
+            from binarize.deploy import freeze
+
+            float_model, model = model, freeze(model)
+            deployment = compare_packed(float_model, model, denoiser_inputs(DEPLOY_SIZE))
+        report = evaluate(model, checkpoint.config, images, steps=steps, seed=seed)
+    return ModelMeasurement(checkpoint, report, cost, Path(path).stat().st_size, deployment)
+
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from binarize.cli import CommandError, command, non_negative_int, positive_int
 from binarize.data import load_image, save_image
@@ -98,6 +99,9 @@ def _configure_upscale(parser: argparse.ArgumentParser) -> None:
     _add_sampling_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="allow OUTPUT to be the INPUT file itself")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar and no estimate")
+    parser.add_argument("--packed", action="store_true",
+                        help="run the binary layers on packed bits (binarize.deploy) and report the packed size and "
+                             "speed against the float model")
     _add_trust_argument(parser)
 
 
@@ -164,7 +168,8 @@ def run_upscale(args: argparse.Namespace) -> int:
     steps = sampler_for(config, args.steps).steps
     lr = load_image(args.input, min_size=2)
     shape = (1, 3, lr.shape[-2] * config.scale, lr.shape[-1] * config.scale)
-    plan = plan_tiles(model, shape, steps, tile=args.tile, budget=args.max_memory)
+    runner = _packed(model, config) if args.packed else model
+    plan = plan_tiles(model, shape, steps, tile=args.tile, budget=args.max_memory, timed=runner)
     bar = None
     if not args.no_progress:
         _stderr(f"upscaling {args.input} ({lr.shape[-1]}x{lr.shape[-2]}, x{config.scale}): {plan.describe()}")
@@ -173,7 +178,7 @@ def run_upscale(args: argparse.Namespace) -> int:
         bar = tqdm(total=plan.tiles * steps, desc="upscale", unit="tile" if plan.tile else "step",
                    dynamic_ncols=True, file=sys.stderr)
     try:
-        sr = upscale_image(model, config, lr, steps=steps, tile=plan.tile, seed=args.seed,
+        sr = upscale_image(runner, config, lr, steps=steps, tile=plan.tile, seed=args.seed,
                            on_forward=None if bar is None else bar.update)
     finally:
         if bar is not None:
@@ -181,6 +186,25 @@ def run_upscale(args: argparse.Namespace) -> int:
     path = save_image(sr, args.output)
     print(f"wrote {path} ({sr.shape[-1]}x{sr.shape[-2]}, x{config.scale})")
     return 0
+
+
+def _packed(model: Any, config: Any) -> Any:
+    """The packed form of a binarized denoiser, after one line comparing it with the float model."""
+    from binarize.deploy import freeze
+    from binarize.deploy.compare import compare_packed, denoiser_inputs
+
+    if not _has_binary_layers(model):
+        raise CommandError("--packed needs a binarized model; this checkpoint is full precision (recipe: null)")
+    packed = freeze(model)
+    size = 32 * config.scale
+    _stderr(compare_packed(model, packed, denoiser_inputs(size)).describe(f"one evaluation at {size}x{size}"))
+    return packed
+
+
+def _has_binary_layers(model: Any) -> bool:
+    from binarize.nn.layers import BinaryLayerMixin
+
+    return any(isinstance(m, BinaryLayerMixin) for m in model.modules())
 
 
 def _refuse_overwriting_the_input(source: Path, target: Path, overwrite: bool) -> None:

@@ -174,3 +174,18 @@ def test_cli_exports_a_model_spec_and_refuses_what_it_cannot_export(
     assert "full-precision checkpoint" in capsys.readouterr().err
     assert main(["export", "zoo:bidiffsr-small-x2", str(tmp_path / "y.safetensors"), "--recipe", "reactnet"]) == 2
     assert "carries its own recipe" in capsys.readouterr().err
+
+
+def test_upscale_packed_reports_size_and_speed_and_writes_the_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from binarize.data import save_image
+
+    save_image(torch.rand(3, 20, 24, generator=torch.Generator().manual_seed(4)), tmp_path / "lr.png")
+    args = ["upscale", str(tmp_path / "lr.png"), str(tmp_path / "sr.png"), "--steps", "2", "--no-progress"]
+    assert main([*args, "--model", "zoo:bidiffsr-small-x2", "--packed"]) == 0
+    captured = capsys.readouterr()
+    assert "packed: 56 binary layers on packed bits" in captured.err and "smaller" in captured.err
+    assert "wrote" in captured.out and (tmp_path / "sr.png").is_file()
+    assert main([*args, "--model", "zoo:fp-small-x2", "--packed", "--overwrite"]) == 2
+    assert "--packed needs a binarized model" in capsys.readouterr().err
