@@ -147,9 +147,9 @@ def export(
         except NotPackableError as exc:
             kept[name] = str(exc)
             continue
-        rows = output_rows(signs, layer)
+        rows = output_rows(signs, layer).cpu()
         tensors[name + _BITS] = _pack_bytes(rows)
-        tensors[name + _ALPHA] = alpha.contiguous()
+        tensors[name + _ALPHA] = alpha.cpu().contiguous()
         binary_weights += rows.numel()
         binary_bytes += tensors[name + _BITS].numel()
         index[name] = {"class": type(layer).__name__, "weight_shape": list(layer.weight.shape), "bits": rows.shape[1]}

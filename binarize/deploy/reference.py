@@ -82,7 +82,7 @@ def xnor_accumulate(
         for kx in range(kw)
     ]
     columns = torch.stack(taps, dim=4)  # (N, G, Ho, Wo, taps, Wg)
-    out = torch.empty(n, g, og, ho * wo, dtype=torch.int32)
+    out = torch.empty(n, g, og, ho * wo, dtype=torch.int32, device=packed.device)
     for group in range(g):
         rows = columns[:, group].reshape(n * ho * wo, kh * kw * words)
         # Unused bits are clear on both sides, so a tap's spare bits never count: the reduction is taps x words.
@@ -114,7 +114,7 @@ def xnor_conv2d(
 def _xnor_rows(a: Tensor, b: Tensor, count: int, rows_per_chunk: int = 128) -> Tensor:
     """:math:`n - 2 \\operatorname{popcount}(a_i \\oplus b_j)` for every row pair (``int32`` ``(M, N)``); unlike
     :func:`~binarize.deploy.bits.xnor_matmul`, the rows may hold several packed vectors (taps) back to back."""
-    out = torch.empty(a.shape[0], b.shape[0], dtype=torch.int32)
+    out = torch.empty(a.shape[0], b.shape[0], dtype=torch.int32, device=a.device)
     for start in range(0, a.shape[0], rows_per_chunk):
         chunk = a[start:start + rows_per_chunk]
         out[start:start + rows_per_chunk] = count - 2 * popcount(chunk[:, None, :] ^ b[None, :, :])
