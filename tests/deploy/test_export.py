@@ -189,3 +189,19 @@ def test_upscale_packed_reports_size_and_speed_and_writes_the_image(
     assert "wrote" in captured.out and (tmp_path / "sr.png").is_file()
     assert main([*args, "--model", "zoo:fp-small-x2", "--packed", "--overwrite"]) == 2
     assert "--packed needs a binarized model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("compiled", IMPLEMENTATIONS)
+def test_the_tiny_bidiffsr_unet_freezes_with_mixed_timesteps(compiled: bool) -> None:
+    from binarize.deploy import freeze
+    from binarize.zoo import ZOO
+
+    generator = torch.Generator().manual_seed(5)
+    x, cond = torch.randn(3, 3, 16, 16, generator=generator), torch.randn(3, 3, 16, 16, generator=generator)
+    t = torch.tensor([0, 999, 1999])
+    model = _randomised(binarize.binarize(ZOO.get("bidiffsr-unet-tiny").build(), "bidiffsr",
+                                          example_inputs=(x, t, cond)), seed=6)
+    packed = freeze(model, compiled=compiled)
+    assert packed.deploy_report.packed and not packed.deploy_report.kept
+    with torch.no_grad():
+        _agree(packed(x, t, cond), model(x, t, cond))

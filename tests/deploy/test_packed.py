@@ -18,8 +18,9 @@ from tests.deploy.conftest import IMPLEMENTATIONS, oracle_accumulators
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-SCALES = [None, "mean_abs", "channel_mean_abs", "learnable"]
-INPUT_BINARIZERS = ["ste", "approx_sign", "clipped_ste"]
+SCALES = [None, "mean_abs", "channel_mean_abs", "learnable", "irnet"]
+INPUT_BINARIZERS = ["ste", "approx_sign", "clipped_ste", "swish_sign", "ede"]
+WEIGHT_BINARIZERS = ["ste", "clipped_ste", "approx_sign", "ede"]
 
 
 def _randomise(layer: nn.Module, seed: int) -> None:
@@ -35,7 +36,7 @@ def _randomise(layer: nn.Module, seed: int) -> None:
 def options(draw: st.DrawFn, *, timestep: bool = True) -> dict:
     chosen = {
         "input_binarizer": draw(st.sampled_from(INPUT_BINARIZERS)),
-        "weight_binarizer": "ste",
+        "weight_binarizer": draw(st.sampled_from(WEIGHT_BINARIZERS)),
         "scale": draw(st.sampled_from(SCALES)),
         "input_shift": draw(st.booleans()),
         "activation": draw(st.sampled_from([None, "rprelu", "prelu"])),
@@ -151,10 +152,12 @@ def test_transposed_output_size_and_unbatched_inputs() -> None:
         ({"input_binarizer": {"name": "ste", "sign_of_zero": 0.0}, "weight_binarizer": "ste"}, "two-valued sign"),
         ({"input_binarizer": "heaviside", "weight_binarizer": "ste"}, "two-valued sign"),
         ({"input_binarizer": "ste", "weight_binarizer": "heaviside"}, "not +-alpha per output channel"),
+        ({"input_binarizer": "ste", "weight_binarizer": "ste", "scale": "factorized"}, "not +-alpha per output"),
     ],
 )
 def test_layers_without_a_packed_form_stay_fake_quantised_and_say_why(options: dict, reason: str) -> None:
     model = nn.Sequential(BinaryConv2d(4, 4, 3, padding=1, **options), nn.ReLU())
+    _randomise(model[0], 0)  # a factorized scale starts out constant per channel
     with pytest.raises(NotPackableError, match=re.escape(reason)):
         pack_layer(model[0])
     frozen = freeze(model, compiled=False)
