@@ -17,7 +17,10 @@ The operations compute exactly what :mod:`binarize.deploy.reference` defines, on
       a_{n,o,y,x} = k_h k_w C_g - 2 \sum_{k_y, k_x, w}
       \operatorname{popcount}\!\left(X_{n, g, y s_h + k_y d_h, x s_w + k_x d_w, w} \oplus W_{g, o, k_y, k_x, w}\right).
 
-* :func:`xnor_conv2d`: :math:`y = \alpha_o a + \beta_o` in float32 (a product, then a sum, each rounded once).
+* :func:`xnor_conv2d`: :math:`y = \alpha_o a + \beta_o` in float32 (a product, then a sum, each rounded once),
+  optionally with a border correction of the padding before the scale, a PReLU / RPReLU and a residual after it,
+  all in the kernel's epilogue.
+* :func:`prepare_weight`: the weight regrouped once into the kernels' blocked layout (``prepared=``).
 
 The instruction set is chosen at run time (:func:`kernel_isa`): AVX-512 VPOPCNTDQ, AVX2 or portable C++; the
 threads follow :func:`torch.get_num_threads`.
@@ -55,6 +58,7 @@ __all__ = [
     "kernel_isa",
     "kernels_available",
     "pack_activations",
+    "prepare_weight",
     "xnor_accumulate",
     "xnor_conv2d",
 ]
@@ -74,6 +78,11 @@ _FLAGS = (
     "-fvisibility=hidden",
 )
 _LIBRARY_NAME = "libbinarize_xnor.so"
+_BLOCK = 8  # output channels per prepared weight block
+_LOW_NIBBLES = 0x0F0F0F0F0F0F0F0F
+
+#: ``(top, left, height, width, tap_sums, coef)``, see :func:`xnor_conv2d`.
+Border = tuple[int, int, int, int, Tensor, float]
 
 
 class KernelWarning(UserWarning):
@@ -155,13 +164,42 @@ def pack_activations(
     return out
 
 
+def prepare_weight(weight: Tensor) -> Tensor:
+    r"""``weight`` ``(G, O_g, k_h, k_w, W_g)`` in the kernels' blocked layout, to pass as ``prepared=`` so that calls
+    skip regrouping it: an ``int64`` tensor, opaque to callers (its layout may change between versions).
+
+    Blocks of 8 output channels, step-major, each word split into its low and high nibbles (the AVX2 popcount looks
+    nibbles up), zero past the last channel:
+
+    .. math:: P_{g, b, k, h, j} = (W_{g, 8 b + j, k} \gg 4 h) \mathbin{\&} \mathtt{0x0f0f\ldots0f},
+        \qquad k = (k_y k_w + k_x) W_g + w.
+    """
+    weight = _word_input(weight, "weight", 5)
+    groups, og, kh, kw, words = weight.shape
+    blocks = -(-og // _BLOCK)
+    steps = weight.reshape(groups, og, kh * kw * words)
+    padded = steps.new_zeros(groups, blocks * _BLOCK, kh * kw * words)
+    padded[:, :og] = steps
+    blocked = padded.reshape(groups, blocks, _BLOCK, -1).transpose(2, 3)  # (G, blocks, steps, 8)
+    low = torch.tensor(_LOW_NIBBLES, dtype=torch.int64)
+    return torch.stack((blocked & low, (blocked >> 4) & low), dim=3).contiguous()  # (G, blocks, steps, 2, 8)
+
+
 def xnor_accumulate(
-    packed: Tensor, weight: Tensor, *, channels: int, stride: int | Sequence[int], dilation: int | Sequence[int]
+    packed: Tensor,
+    weight: Tensor,
+    *,
+    channels: int,
+    stride: int | Sequence[int],
+    dilation: int | Sequence[int],
+    prepared: Tensor | None = None,
 ) -> Tensor:
     r"""The integer accumulators :math:`a` (``int32`` ``(N, G O_g, H_o, W_o)``) of the valid convolution of
     ``packed`` ``(N, G, H_p, W_p, W_g)`` with ``weight`` ``(G, O_g, k_h, k_w, W_g)`` over ``channels``
-    (:math:`C_g`) signs per tap; see the module docstring for the formula."""
-    return _conv(packed, weight, channels=channels, stride=stride, dilation=dilation, integer=True)
+    (:math:`C_g`) signs per tap; see the module docstring for the formula. ``prepared``: ``prepare_weight(weight)``,
+    or ``None`` to prepare it in this call."""
+    return _conv(packed, weight, channels=channels, stride=stride, dilation=dilation, prepared=prepared,
+                 integer=True)
 
 
 def xnor_conv2d(
@@ -173,9 +211,17 @@ def xnor_conv2d(
     dilation: int | Sequence[int],
     alpha: Tensor | None = None,
     bias: Tensor | None = None,
+    prepared: Tensor | None = None,
+    border: Border | None = None,
+    prelu: tuple[Tensor | None, Tensor, Tensor | None] | None = None,
+    residual: Tensor | None = None,
 ) -> Tensor:
-    r""":math:`y = \alpha_o a + \beta_o`, ``float32`` ``(N, G O_g, H_o, W_o)``, for :math:`a` the accumulators of
-    :func:`xnor_accumulate`.
+    r"""The accumulators :math:`a` of :func:`xnor_accumulate` through the epilogue, ``float32`` ``(N, G O_g, H_o,
+    W_o)``, each step rounded to ``float32`` once, in this order:
+
+    .. math::
+        a' = a + c\,S_{o,y,x}, \qquad y = \alpha_o a' + \beta_o, \qquad
+        z = y + s_{n,o}, \quad y = (z > 0\ ?\ z : q_{n,o} z) + t_{n,o}, \qquad y = y + r_{n,o,y,x}.
 
     Args:
         packed: ``(N, G, H_p, W_p, W_g)`` ``int64`` (from :func:`pack_activations`).
@@ -185,8 +231,17 @@ def xnor_conv2d(
         dilation: ``(d_h, d_w)`` or one int.
         alpha: ``None`` (1), a scalar or ``(O,)`` ``float32`` tensor.
         bias: ``None`` or ``(O,)`` ``float32``.
+        prepared: ``prepare_weight(weight)``, or ``None`` to prepare it in this call.
+        border: ``None`` or ``(top, left, height, width, tap_sums, coef)``: the input was padded by ``top`` rows and
+            ``left`` columns around its ``height x width`` pixels, and :math:`S_{o,y,x}` sums ``tap_sums[o, ky, kx]``
+            (``(O, k_h, k_w)``, integers) over the taps of output pixel :math:`(y, x)` that read padding (zero
+            elsewhere); ``coef`` is :math:`c` (``-1.0`` corrects a zero padding packed as :math:`+1`).
+        prelu: ``None`` or ``(shift_in, slope, shift_out)``: :math:`s, q, t`, each ``(N, O)`` ``float32``; the
+            shifts may be ``None`` (0).
+        residual: ``None`` or :math:`r`, ``(N, O, H_o, W_o)`` ``float32``.
     """
-    return _conv(packed, weight, channels=channels, stride=stride, dilation=dilation, alpha=alpha, bias=bias)
+    return _conv(packed, weight, channels=channels, stride=stride, dilation=dilation, alpha=alpha, bias=bias,
+                 prepared=prepared, border=border, prelu=prelu, residual=residual)
 
 
 def _conv(
@@ -198,6 +253,10 @@ def _conv(
     dilation: int | Sequence[int],
     alpha: Tensor | None = None,
     bias: Tensor | None = None,
+    prepared: Tensor | None = None,
+    border: Border | None = None,
+    prelu: tuple[Tensor | None, Tensor, Tensor | None] | None = None,
+    residual: Tensor | None = None,
     integer: bool = False,
 ) -> Tensor:
     library = _require()
@@ -217,33 +276,91 @@ def _conv(
     if kh < 1 or kw < 1 or ho < 1 or wo < 1:
         raise ValueError(f"a {kh}x{kw} kernel (dilation {dh}, {dw}) does not fit a padded {hp}x{wp} input")
     out_channels = g * og
-    alpha_count = 0
+    prepared = _prepared(prepared, weight)
     if alpha is not None:
         alpha = _float_input(alpha, "alpha", None)
         if alpha.numel() not in (1, out_channels) or alpha.dim() > 1:
             raise ValueError(f"alpha must be a scalar or have shape ({out_channels},), got {tuple(alpha.shape)}")
-        alpha_count = alpha.numel()
+        alpha = alpha.reshape(-1).expand(out_channels).contiguous()
     if bias is not None:
         bias = _float_input(bias, "bias", 1)
         if bias.numel() != out_channels:
             raise ValueError(f"bias must have shape ({out_channels},), got {tuple(bias.shape)}")
+    top, left, height, width, tap_sums, coef = _border(border, out_channels, kh, kw)
+    shift_in, slope, shift_out = _prelu(prelu, n, out_channels)
+    if residual is not None:
+        residual = _float_input(residual, "residual", 4)
+        if tuple(residual.shape) != (n, out_channels, ho, wo):
+            raise ValueError(f"residual must have shape {(n, out_channels, ho, wo)}, got {tuple(residual.shape)}")
     out = torch.empty(n, out_channels, ho, wo, dtype=torch.int32 if integer else torch.float32)
     if out.numel() == 0:
         return out
     code = library.binarize_conv(
-        packed.data_ptr(),
-        weight.data_ptr(),
-        None if integer else out.data_ptr(),
-        out.data_ptr() if integer else None,
-        None if alpha is None else alpha.data_ptr(),
-        alpha_count,
-        None if bias is None else bias.data_ptr(),
+        packed.data_ptr(), prepared.data_ptr(),
+        None if integer else out.data_ptr(), out.data_ptr() if integer else None,
+        _pointer(alpha), _pointer(bias), _pointer(tap_sums), top, left, height, width, coef,
+        _pointer(shift_in), _pointer(slope), _pointer(shift_out), _pointer(residual),
         n, g, hp, wp, words, og, kh, kw, channels, sh, sw, dh, dw,
         _isa_index(library),
         torch.get_num_threads(),
     )
+    if code == -3:
+        raise ValueError("border tap_sums must be integers of magnitude at most 2**24 (sums of weight signs)")
     _check(code, "binarize_conv")
     return out
+
+
+def _pointer(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _prepared(prepared: Tensor | None, weight: Tensor) -> Tensor:
+    """``prepared`` checked against ``weight``'s shape, or prepared now."""
+    if prepared is None:
+        return prepare_weight(weight)
+    groups, og, kh, kw, words = weight.shape
+    expected = (groups, -(-og // _BLOCK), kh * kw * words, 2, _BLOCK)
+    if not isinstance(prepared, Tensor) or prepared.dtype != torch.int64 or tuple(prepared.shape) != expected:
+        got = tuple(prepared.shape) if isinstance(prepared, Tensor) else type(prepared).__name__
+        raise ValueError(f"prepared must be prepare_weight(weight), an int64 tensor of shape {expected}, got {got}")
+    return prepared.contiguous()
+
+
+def _border(
+    border: Border | None, out_channels: int, kh: int, kw: int
+) -> tuple[int, int, int, int, Tensor | None, float]:
+    """The border correction's arguments, checked (``tap_sums`` as ``float32``)."""
+    if border is None:
+        return 0, 0, 0, 0, None, 0.0
+    if len(border) != 6:
+        raise ValueError("border must be (top, left, height, width, tap_sums, coef)")
+    top, left, height, width, tap_sums, coef = border
+    if min(int(top), int(left)) < 0 or min(int(height), int(width)) < 1:
+        raise ValueError(f"border needs top, left >= 0 and height, width >= 1, got {tuple(border[:4])}")
+    if not isinstance(tap_sums, Tensor) or tuple(tap_sums.shape) != (out_channels, kh, kw):
+        got = tuple(tap_sums.shape) if isinstance(tap_sums, Tensor) else type(tap_sums).__name__
+        raise ValueError(f"border tap_sums must have shape {(out_channels, kh, kw)}, got {got}")
+    if kh > 64 or kw > 64:
+        raise ValueError(f"the border correction supports kernels up to 64x64, got {kh}x{kw}")
+    return int(top), int(left), int(height), int(width), tap_sums.to(torch.float32).contiguous(), float(coef)
+
+
+def _prelu(
+    prelu: tuple[Tensor | None, Tensor, Tensor | None] | None, n: int, out_channels: int
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """``(shift_in, slope, shift_out)`` checked: ``(N, O)`` ``float32`` each, shifts optional."""
+    if prelu is None:
+        return None, None, None
+    if len(prelu) != 3 or prelu[1] is None:
+        raise ValueError("prelu must be (shift_in, slope, shift_out) with a slope; the shifts may be None")
+    checked = []
+    for name, t in zip(("shift_in", "slope", "shift_out"), prelu):
+        if t is not None:
+            t = _float_input(t, f"prelu {name}", 2)
+            if tuple(t.shape) != (n, out_channels):
+                raise ValueError(f"prelu {name} must have shape (N, O) = {(n, out_channels)}, got {tuple(t.shape)}")
+        checked.append(t)
+    return checked[0], checked[1], checked[2]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -424,7 +541,8 @@ def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
     library.binarize_best_isa.restype = i32
     library.binarize_pack.argtypes = [ptr, ptr, ptr, *[i64] * 9, i32, i32, i32]
     library.binarize_pack.restype = i32
-    library.binarize_conv.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, ptr, *[i64] * 13, i32, i32]
+    f32 = ctypes.c_float
+    library.binarize_conv.argtypes = [*[ptr] * 7, *[i64] * 4, f32, *[ptr] * 4, *[i64] * 13, i32, i32]
     library.binarize_conv.restype = i32
     library.best_isa = library.binarize_best_isa()
     return library

@@ -34,8 +34,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from binarize.deploy.bits import pack_signs
+from binarize.deploy.kernels import prepare_weight
 from binarize.deploy.ops import packed_ops
 from binarize.errors import BinarizeError
+from binarize.nn.activations import ChannelPReLU
+from binarize.nn.channels import gather_rows
 from binarize.nn.layers import BinaryConv1d, BinaryConv2d, BinaryConvTranspose2d, BinaryLayerMixin, BinaryLinear
 
 __all__ = [
@@ -118,6 +121,9 @@ class PackedLayer(nn.Module):
         super().__init__()
         assert isinstance(layer, nn.Module)
         self.register_buffer("weight_words", words.contiguous())
+        # The kernels' blocked layout of the weight, derived once (not saved; rebuilt when missing or stale).
+        self.register_buffer("weight_prepared", prepare_weight(self.weight_words), persistent=False)
+        self._prepared_from = self._weight_version()
         self.register_buffer("alpha", alpha.to(torch.float32).contiguous())
         bias = getattr(layer, "bias", None)
         self.register_buffer("bias", None if bias is None else bias.detach().to(torch.float32).clone())
@@ -129,6 +135,44 @@ class PackedLayer(nn.Module):
         self.timestep_state = layer.timestep_state
         self.compiled: bool | None = None
         self.source_options = layer.options()
+
+    def _weight_version(self) -> tuple[int, int]:
+        return self.weight_words.data_ptr(), self.weight_words._version
+
+    def _prepared_weight(self) -> Tensor:
+        """The weight in the kernels' layout, recomputed when missing or when ``weight_words`` changed (a loaded
+        state dict copies into it in place)."""
+        prepared = getattr(self, "weight_prepared", None)
+        if prepared is None or getattr(self, "_prepared_from", None) != self._weight_version():
+            prepared = prepare_weight(self.weight_words)
+            self.register_buffer("weight_prepared", prepared, persistent=False)
+            self._prepared_from = self._weight_version()
+        return prepared
+
+    def _fused_prelu(
+        self, rows: int, groups: Tensor | None, channel_dims: tuple[int, ...], per_sample: bool = True
+    ) -> tuple[Tensor | None, Tensor, Tensor | None] | None:
+        """The output activation as the kernels' ``prelu=(shift_in, slope, shift_out)``, each ``(rows, O)``
+        ``float32``, when it is a PReLU or RPReLU with the stock forward on one of ``channel_dims``; else ``None``
+        (also for per-sample parameters unless each sample is one row, ``per_sample``)."""
+        activation = self.activation
+        if not (isinstance(activation, ChannelPReLU) and type(activation).forward is ChannelPReLU.forward):
+            return None
+        if activation.channel_dim not in channel_dims or (activation.groups is not None and not per_sample):
+            return None
+        channels = self.alpha.numel()
+        parts = []
+        for name in ("shift_in", "slope", "shift_out"):
+            value = getattr(activation, name, None)
+            if value is None:
+                parts.append(None)
+                continue
+            values = value if activation.groups is None else gather_rows(value, groups)
+            batch = values.shape[0] if values.dim() == 2 else 1
+            if values.shape[-1] != channels or values.dim() > 2 or batch not in (1, rows):
+                return None
+            parts.append(values.detach().to(torch.float32).reshape(-1, channels).expand(rows, channels).contiguous())
+        return parts[0], parts[1], parts[2]
 
     def _groups(self, timestep_groups: Tensor | None) -> Tensor | None:
         return BinaryLayerMixin._groups(self, timestep_groups)  # type: ignore[arg-type]
@@ -185,7 +229,6 @@ class PackedConv(PackedLayer):
         unbatched = input.dim() == self.spatial_dims + 1
         x = input.unsqueeze(0) if unbatched else input
         y = self._convolve(x, groups)
-        y = self._finish(y.squeeze(2) if self.spatial_dims == 1 else y, x, groups)
         return y.squeeze(0) if unbatched else y
 
     def _signed_input(self, x: Tensor, groups: Tensor | None) -> tuple[Tensor, Tensor | None, tuple[int, ...]]:
@@ -216,17 +259,38 @@ class PackedConv(PackedLayer):
         return acc.squeeze(2) if self.spatial_dims == 1 else acc
 
     def _convolve(self, x: Tensor, groups: Tensor | None) -> Tensor:
+        """The layer's output for a batched input: the packed convolution, its epilogue, the activation and the
+        shortcut. A PReLU / RPReLU activation and the shortcut run inside the kernel's epilogue (float32 inputs),
+        and so does the border correction of a zero padding."""
         x4, shift, pads = self._signed_input(x, groups)
         ops = self._ops()
         packed = ops.pack_activations(x4.to(torch.float32).contiguous(), groups=self.groups, pads=pads, shift=shift,
                                       pad_negative=self.pad_negative)
-        y = ops.xnor_conv2d(packed, self.weight_words, channels=self.channels, stride=self.stride2d,
-                            dilation=self.dilation2d, alpha=self.alpha, bias=self.bias)
+        border = None
         if self.correction and any(pads):
-            scale = (self.correction * self.alpha).view(1, -1, 1, 1)
-            for rows, columns, sums in self._border_strips(x4.shape[2], x4.shape[3]):
-                y[:, :, rows, columns] += scale * sums
-        return y.to(x.dtype)
+            sums = self.tap_sums.view(self.tap_sums.shape[0], *self.tap_sums.shape[2:])
+            border = (pads[0], pads[2], x4.shape[2], x4.shape[3], sums, self.correction)
+        fuse = x.dtype == torch.float32
+        prelu = self._fused_prelu(x.shape[0], groups, (1,)) if fuse and self.activation is not None else None
+        activated = self.activation is None or prelu is not None
+        source = x.unsqueeze(2) if self.spatial_dims == 1 else x
+        shape = (x.shape[0], self.alpha.numel(), *self._output_size(source))
+        residual = source if fuse and self.shortcut and activated and tuple(source.shape) == shape else None
+        y = ops.xnor_conv2d(packed, self.weight_words, channels=self.channels, stride=self.stride2d,
+                            dilation=self.dilation2d, alpha=self.alpha, bias=self.bias,
+                            prepared=self._prepared_weight(), border=border, prelu=prelu, residual=residual)
+        y = y.to(x.dtype)
+        y = y.squeeze(2) if self.spatial_dims == 1 else y
+        if not activated:
+            y = self.activation(y, groups)
+        return y + x if self.shortcut and residual is None else y
+
+    def _output_size(self, x4: Tensor) -> tuple[int, int]:
+        """The output's ``(Ho, Wo)`` for a 4-d input before padding."""
+        top, bottom, left, right = self.pads
+        (kh, kw), (sh, sw), (dh, dw) = self.tap_sums.shape[2:], self.stride2d, self.dilation2d
+        return ((x4.shape[2] + top + bottom - dh * (kh - 1) - 1) // sh + 1,
+                (x4.shape[3] + left + right - dw * (kw - 1) - 1) // sw + 1)
 
     def _border_sums(self, height: int, width: int) -> Tensor:
         r""":math:`S` for an input of ``height x width``: per output channel and position, the sum of the weight
@@ -289,10 +353,21 @@ class PackedLinear(PackedLayer):
     def forward(self, input: Tensor, timestep_groups: Tensor | None = None) -> Tensor:
         groups = self._groups(timestep_groups)
         packed = self._packed_rows(input, groups)
+        rows = packed.shape[0]
+        fuse = input.dtype == torch.float32
+        prelu = None
+        if fuse and self.activation is not None:
+            prelu = self._fused_prelu(rows, groups, (-1, input.dim() - 1), per_sample=input.dim() == 2)
+        activated = self.activation is None or prelu is not None
+        fused_shortcut = fuse and self.shortcut and activated and self.in_features == self.out_features
+        residual = input.reshape(rows, self.out_features, 1, 1) if fused_shortcut else None
         y = self._ops().xnor_conv2d(packed, self.weight_words, channels=self.channels, stride=(1, 1),
-                                    dilation=(1, 1), alpha=self.alpha, bias=self.bias)
+                                    dilation=(1, 1), alpha=self.alpha, bias=self.bias,
+                                    prepared=self._prepared_weight(), prelu=prelu, residual=residual)
         y = y.reshape(*input.shape[:-1], self.out_features).to(input.dtype)
-        return self._finish(y, input, groups)
+        if not activated:
+            y = self.activation(y, groups)
+        return y + input if self.shortcut and residual is None else y
 
 
 class PackedConvTranspose2d(PackedLayer):

@@ -58,11 +58,17 @@ def pack_activations(
 
 
 def xnor_accumulate(
-    packed: Tensor, weight: Tensor, *, channels: int, stride: Sequence[int], dilation: Sequence[int]
+    packed: Tensor,
+    weight: Tensor,
+    *,
+    channels: int,
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    prepared: Tensor | None = None,
 ) -> Tensor:
     r"""The integer accumulators :math:`a` of the valid convolution of ``packed`` ``(N, G, Hp, Wp, Wg)`` with
     ``weight`` ``(G, Og, kh, kw, Wg)`` over ``channels`` (:math:`C_g`) signs per tap: ``int32`` ``(N, G Og, Ho,
-    Wo)``."""
+    Wo)``. ``prepared`` (the compiled kernels' regrouped weight) is accepted and unused."""
     n, g, hp, wp, words = packed.shape
     wg, og, kh, kw, wwords = weight.shape
     if g != wg or words != wwords or words != packed_words(channels):
@@ -70,8 +76,8 @@ def xnor_accumulate(
             f"packed activations {tuple(packed.shape)} and weights {tuple(weight.shape)} do not fit each other for "
             f"{channels} channels per group"
         )
-    sh, sw = stride
-    dh, dw = dilation
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
     ho = (hp - dh * (kh - 1) - 1) // sh + 1
     wo = (wp - dw * (kw - 1) - 1) // sw + 1
     if ho < 1 or wo < 1:
@@ -82,7 +88,7 @@ def xnor_accumulate(
         for kx in range(kw)
     ]
     columns = torch.stack(taps, dim=4)  # (N, G, Ho, Wo, taps, Wg)
-    out = torch.empty(n, g, og, ho * wo, dtype=torch.int32, device=packed.device)
+    out = torch.empty(n, g, og, ho * wo, dtype=torch.int32)
     for group in range(g):
         rows = columns[:, group].reshape(n * ho * wo, kh * kw * words)
         # Unused bits are clear on both sides, so a tap's spare bits never count: the reduction is taps x words.
@@ -100,15 +106,58 @@ def xnor_conv2d(
     dilation: Sequence[int],
     alpha: Tensor | None = None,
     bias: Tensor | None = None,
+    prepared: Tensor | None = None,
+    border: tuple[int, int, int, int, Tensor, float] | None = None,
+    prelu: tuple[Tensor | None, Tensor, Tensor | None] | None = None,
+    residual: Tensor | None = None,
 ) -> Tensor:
-    r""":math:`y = \alpha_o a + \beta_o` in ``float32`` ``(N, O, Ho, Wo)``, for :math:`a` the accumulators of
-    :func:`xnor_accumulate`; ``alpha`` is ``None`` (1), a scalar or ``(O,)``, ``bias`` ``None`` or ``(O,)``."""
+    r"""The accumulators :math:`a` of :func:`xnor_accumulate` through the epilogue, in ``float32`` ``(N, O, Ho,
+    Wo)``, each step rounded once, in this order:
+
+    .. math::
+        a' = a + c\,S_{o,y,x}, \qquad y = \alpha_o a' + \beta_o, \qquad
+        z = y + s_{n,o}, \quad y = (z > 0\ ?\ z : q_{n,o} z) + t_{n,o}, \qquad y = y + r_{n,o,y,x}.
+
+    ``alpha`` is ``None`` (1), a scalar or ``(O,)``, ``bias`` ``None`` or ``(O,)``; ``border`` is ``None`` or
+    ``(top, left, height, width, tap_sums, coef)``: :math:`S_{o,y,x}` sums ``tap_sums[o]`` (``(O, kh, kw)``) over the
+    taps of output :math:`(y, x)` that read the padding around the ``height x width`` input placed at ``(top,
+    left)``, and ``coef`` is :math:`c`; ``prelu`` is ``None`` or ``(shift_in, slope, shift_out)``, each ``(N, O)``
+    (the shifts may be ``None``); ``residual`` is ``None`` or ``(N, O, Ho, Wo)``. ``prepared`` is accepted and
+    unused."""
     out = xnor_accumulate(packed, weight, channels=channels, stride=stride, dilation=dilation).to(torch.float32)
+    if border is not None:
+        top, left, height, width, tap_sums, coef = border
+        sums = _border_sums(packed.shape[2:4], (top, left, height, width), tap_sums, stride, dilation)
+        out = out + torch.tensor(coef, dtype=torch.float32) * sums.to(torch.float32)
     if alpha is not None:
         out = out * (alpha.view(1, -1, 1, 1) if alpha.dim() else alpha)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
+    if prelu is not None:
+        shift_in, slope, shift_out = prelu
+        z = out if shift_in is None else out + shift_in[:, :, None, None]
+        out = torch.where(z > 0, z, slope[:, :, None, None] * z)
+        if shift_out is not None:
+            out = out + shift_out[:, :, None, None]
+    if residual is not None:
+        out = out + residual
     return out
+
+
+def _border_sums(
+    padded: Sequence[int], place: Sequence[int], tap_sums: Tensor, stride: Sequence[int], dilation: Sequence[int]
+) -> Tensor:
+    r""":math:`S_{o,y,x}`: ``tap_sums[o]`` summed over the taps of output :math:`(y, x)` that fall outside the
+    ``height x width`` input at ``(top, left)`` of the padded ``Hp x Wp`` plane (``float64``, exact)."""
+    top, left, height, width = (int(v) for v in place)
+    mask = torch.ones(1, 1, *padded, dtype=torch.float64)
+    mask[:, :, top:top + height, left:left + width] = 0.0
+    weight = tap_sums.to(torch.float64).unsqueeze(1)  # (O, 1, kh, kw)
+    return F.conv2d(mask, weight, stride=_pair(stride), dilation=_pair(dilation))
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 def _xnor_rows(a: Tensor, b: Tensor, count: int, rows_per_chunk: int = 128) -> Tensor:

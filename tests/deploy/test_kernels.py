@@ -303,3 +303,87 @@ def test_concurrent_builds_share_one_cache(tmp_path: Path) -> None:
     assert [proc.returncode for proc in procs] == [0, 0]
     assert outputs[0] == outputs[1] == kernels.kernel_isa()
     assert len(list(tmp_path.rglob("*.so"))) == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=_convolutions(), fused=st.sampled_from(["none", "prelu", "rprelu", "all"]))
+def _check_fused_epilogue(isa: str, case: dict, fused: str) -> None:
+    from binarize.deploy import reference
+
+    n, groups, cg, og = case["n"], case["groups"], case["cg"], case["og"]
+    top, bottom, left, right = case["pads"]
+    x, _ = _activations(n, groups * cg, case["h"], case["w"], case["seed"])
+    packed = kernels.pack_activations(x, groups=groups, pads=case["pads"], pad_negative=case["pad_negative"])
+    gen = torch.Generator().manual_seed(case["seed"] + 2)
+    signs = _signs(torch.randn(groups * og, cg, *case["kernel"], generator=gen))
+    weight = _packed_weight(signs, groups)
+    prepared = kernels.prepare_weight(weight)
+    geometry = {"channels": cg, "stride": case["stride"], "dilation": case["dilation"]}
+    acc = kernels.xnor_accumulate(packed, weight, prepared=prepared, **geometry)
+    assert torch.equal(acc, reference.xnor_accumulate(packed, weight, **geometry))
+
+    o = groups * og
+    alpha, bias = torch.rand(o, generator=gen) + 0.1, torch.randn(o, generator=gen)
+    tap_sums = signs.sum(dim=1).to(torch.int32)
+    border = (top, left, case["h"], case["w"], tap_sums, -1.0 if not case["pad_negative"] else 1.0)
+    rows = [torch.randn(n, o, generator=gen) for _ in range(3)]
+    prelu = None
+    if fused == "prelu":
+        prelu = (None, rows[1], None)
+    elif fused in ("rprelu", "all"):
+        prelu = tuple(rows)
+    out_shape = acc.shape
+    residual = torch.randn(out_shape, generator=gen) if fused == "all" else None
+    extras = {"alpha": alpha, "bias": bias, "border": border, "prelu": prelu, "residual": residual}
+    out = kernels.xnor_conv2d(packed, weight, prepared=prepared, **geometry, **extras)
+    expected = reference.xnor_conv2d(packed, weight, **geometry, **extras)
+    assert out.dtype == torch.float32 and out.shape == expected.shape
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_fused_epilogue_matches_the_reference(isa: str) -> None:
+    """Border correction, scale, bias, PReLU / RPReLU and residual in the kernel against the torch definition."""
+    _check_fused_epilogue(isa)
+
+
+def test_border_correction_restores_a_zero_padding(isa: str) -> None:
+    """Packed with +1 padding and corrected with coef -1, the output is the convolution of the zero-padded signs."""
+    x, _ = _activations(2, 70, 9, 11, seed=7)
+    weight = _signs(torch.randn(12, 70, 3, 3))
+    packed = kernels.pack_activations(x, groups=1, pads=(1, 1, 2, 2))
+    border = (1, 2, 9, 11, weight.sum(dim=1), -1.0)
+    out = kernels.xnor_conv2d(packed, _packed_weight(weight, 1), channels=70, stride=(2, 1), dilation=(1, 2),
+                              border=border)
+    zero_padded = F.pad(_signs(x), (2, 2, 1, 1))
+    expected = F.conv2d(zero_padded, weight, stride=(2, 1), dilation=(1, 2))
+    assert torch.equal(out, expected.to(torch.float32))
+
+
+def test_prepared_weight_gives_the_same_result(isa: str) -> None:
+    x, _ = _activations(1, 130, 12, 12, seed=9)
+    weight = _packed_weight(_signs(torch.randn(20, 130, 3, 3)), 1)
+    packed = kernels.pack_activations(x, groups=1, pads=(1, 1, 1, 1))
+    prepared = kernels.prepare_weight(weight)
+    assert prepared.dtype == torch.int64
+    with_prepared = kernels.xnor_accumulate(packed, weight, channels=130, stride=1, dilation=1, prepared=prepared)
+    without = kernels.xnor_accumulate(packed, weight, channels=130, stride=1, dilation=1)
+    assert torch.equal(with_prepared, without)
+
+
+@needs_kernels
+def test_fused_arguments_are_checked() -> None:
+    packed = kernels.pack_activations(torch.zeros(1, 6, 4, 4), groups=1, pads=(1, 1, 1, 1))
+    weight = torch.zeros(1, 2, 3, 3, 1, dtype=torch.int64)
+    geometry = {"channels": 6, "stride": 1, "dilation": 1}
+    with pytest.raises(ValueError, match="prepared"):
+        kernels.xnor_conv2d(packed, weight, prepared=torch.zeros(3, dtype=torch.int64), **geometry)
+    with pytest.raises(ValueError, match="tap_sums must have shape"):
+        kernels.xnor_conv2d(packed, weight, border=(1, 1, 4, 4, torch.zeros(2, 3), -1.0), **geometry)
+    with pytest.raises(ValueError, match="integers"):
+        kernels.xnor_conv2d(packed, weight, border=(1, 1, 4, 4, torch.full((2, 3, 3), 0.5), -1.0), **geometry)
+    with pytest.raises(ValueError, match="slope"):
+        kernels.xnor_conv2d(packed, weight, prelu=(None, None, None), **geometry)
+    with pytest.raises(ValueError, match=r"prelu shift_in must have shape \(N, O\)"):
+        kernels.xnor_conv2d(packed, weight, prelu=(torch.zeros(2, 2), torch.zeros(1, 2), None), **geometry)
+    with pytest.raises(ValueError, match="residual must have shape"):
+        kernels.xnor_conv2d(packed, weight, residual=torch.zeros(1, 2, 3, 3), **geometry)

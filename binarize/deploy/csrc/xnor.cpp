@@ -20,6 +20,7 @@
 // The C ABI at the bottom is what binarize/deploy/kernels.py loads with ctypes.
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -230,197 +231,153 @@ void pack(const PackArgs& a, int isa, int threads) {
 
 // ------------------------------------------------------------------------------------------------------------------
 // Convolution.
+//
+// Prepared weights (binarize/deploy/kernels.py prepare_weight): blocks of 8 output channels, step-major, each word
+// split into its low and high nibbles, zero past the last channel:
+//
+//     prepared[g][block][k][h][b] = (W[g, 8 block + b, k] >> 4 h) & 0x0f0f...0f,    k = (ky kw + kx) Wg + word.
+//
+// The epilogue (float output only), per output channel o of sample n at pixel (y, x):
+//
+//     a' = a + c S_{o, y, x}          (border: S sums tap_sums[o] over the taps that read padding, c = coef)
+//     y  = a' alpha_o + beta_o
+//     z  = y + s_{n, o};  y = (z > 0 ? z : q_{n, o} z) + t_{n, o}      (PReLU, when given)
+//     y  = y + r_{n, o, y, x}                                          (residual, when given)
+//
+// each operation rounded to float32 once, in this order.
+
+constexpr int64_t kBlock = 8;  // output channels per prepared block
 
 struct ConvArgs {
-  const int64_t* in;      // (N, G, Hp, Wp, Wg)
-  const int64_t* weight;  // (G, Og, kh, kw, Wg)
-  float* out;             // (N, G Og, Ho, Wo) float, or null
-  int32_t* acc;           // (N, G Og, Ho, Wo) int32, or null
-  const float* alpha;     // null, 1 or G Og values
-  int64_t alpha_count;
-  const float* bias;  // null or G Og values
+  const int64_t* in;        // (N, G, Hp, Wp, Wg)
+  const int64_t* weight;    // prepared, (G, ceil(Og / 8), kh kw Wg, 2, 8)
+  float* out;               // (N, G Og, Ho, Wo) float, or null
+  int32_t* acc;             // (N, G Og, Ho, Wo) int32, or null
+  const float* alpha;       // null or G Og values
+  const float* bias;        // null or G Og values
+  const float* tap_sums;    // null or (G Og, kh, kw) integers
+  int64_t top, left, height, width;
+  float coef;
+  const float* shift_in;    // null or (N, G Og)
+  const float* slope;       // null or (N, G Og): the PReLU is applied when set
+  const float* shift_out;   // null or (N, G Og)
+  const float* residual;    // null or (N, G Og, Ho, Wo)
   int64_t n, groups, hp, wp, wg, og, kh, kw, channels, sh, sw, dh, dw;
+
+  int64_t ho() const { return (hp - dh * (kh - 1) - 1) / sh + 1; }
+  int64_t wo() const { return (wp - dw * (kw - 1) - 1) / sw + 1; }
+  int64_t steps() const { return kh * kw * wg; }
+  int64_t blocks() const { return (og + kBlock - 1) / kBlock; }
 };
 
-// A kernel computes one block: the accumulators of P pixels x B channels, acc[p * B + b] = full - 2 popcount sum,
-// where pixel p's receptive field starts at base[p] and the weights of the block are w[k * B + b].
+// What the epilogue reads, prepared once per call.
+struct Finish {
+  float* out;
+  int32_t* acc;
+  const float* scale;      // per output channel (1 without alpha)
+  const float* shift;      // per output channel (-0.0 without bias: y + -0.0 == y, signed zeros included)
+  const int32_t* cls;      // border class per output pixel (0: no tap in the padding; 8 spare zeros), or null
+  const float* border;     // c S per (class, output channel)
+  const float* shift_in;
+  const float* slope;
+  const float* shift_out;
+  const float* residual;
+  int64_t out_channels, plane;
+  int32_t full;            // kh kw Cg: the accumulator of an all-equal receptive field
+};
 
-// Portable block: 4 pixels x 4 channels in scalar sums.
-struct PortableKernel {
-  static constexpr int kPixels = 4;
-  static constexpr int kChannels = 4;
-  static constexpr int kSplit = 1;
-  static void block(const int64_t* const* base, const int64_t* koff, int64_t steps, const int64_t* w, int32_t full,
-                    int32_t* acc) {
-    uint64_t sum[kPixels][kChannels] = {};
-    for (int64_t k = 0; k < steps; ++k) {
-      const int64_t off = koff[k];
-      const uint64_t* wk = reinterpret_cast<const uint64_t*>(w + k * kChannels);
-      for (int p = 0; p < kPixels; ++p) {
-        const uint64_t x = static_cast<uint64_t>(base[p][off]);
-        for (int o = 0; o < kChannels; ++o) sum[p][o] += static_cast<uint64_t>(__builtin_popcountll(x ^ wk[o]));
+// The buffers behind a Finish (owned by the caller of make_finish).
+struct FinishData {
+  std::vector<float> scale, shift, border;
+  std::vector<int32_t> cls;
+};
+
+// Border classes: the output rows (columns) whose taps read the same set of padded rows (columns) share a class,
+// class 0 being the rows that read none; an output pixel's class is row class x column classes + column class.
+// Returns false for tap sums that are not integers.
+bool border_classes(const ConvArgs& a, FinishData& d) {
+  const int64_t ho = a.ho(), wo = a.wo(), out_channels = a.groups * a.og;
+  auto classes = [](int64_t count, int64_t taps, int64_t stride, int64_t dilation, int64_t start, int64_t size,
+                    std::vector<int32_t>& of, std::vector<uint64_t>& masks) {
+    masks.assign(1, 0);
+    of.assign(static_cast<size_t>(count), 0);
+    for (int64_t i = 0; i < count; ++i) {
+      uint64_t mask = 0;
+      for (int64_t k = 0; k < taps; ++k) {
+        const int64_t at = i * stride + k * dilation;
+        if (at < start || at >= start + size) mask |= uint64_t{1} << k;
       }
+      const auto found = std::find(masks.begin(), masks.end(), mask);
+      of[i] = static_cast<int32_t>(found - masks.begin());
+      if (found == masks.end()) masks.push_back(mask);
     }
-    for (int p = 0; p < kPixels; ++p) {
-      for (int o = 0; o < kChannels; ++o) acc[p * kChannels + o] = full - 2 * static_cast<int32_t>(sum[p][o]);
+  };
+  std::vector<int32_t> row_class, column_class;
+  std::vector<uint64_t> row_masks, column_masks;
+  classes(ho, a.kh, a.sh, a.dh, a.top, a.height, row_class, row_masks);
+  classes(wo, a.kw, a.sw, a.dw, a.left, a.width, column_class, column_masks);
+  const int64_t columns = static_cast<int64_t>(column_masks.size());
+  d.cls.assign(static_cast<size_t>(ho * wo + kBlock), 0);
+  for (int64_t y = 0; y < ho; ++y) {
+    for (int64_t x = 0; x < wo; ++x) d.cls[y * wo + x] = static_cast<int32_t>(row_class[y] * columns + column_class[x]);
+  }
+  const int64_t count = static_cast<int64_t>(row_masks.size()) * columns;
+  d.border.assign(static_cast<size_t>(count * out_channels), 0.0f);
+  for (int64_t o = 0; o < out_channels; ++o) {
+    for (int64_t k = 0; k < a.kh * a.kw; ++k) {
+      const float v = a.tap_sums[o * a.kh * a.kw + k];
+      if (!(std::nearbyint(v) == v) || std::fabs(v) > float(1 << 24)) return false;
     }
   }
-};
-
-#if BINARIZE_X86
-// AVX2 block: P pixels x 4V channels, popcount by nibble lookup into byte sums, widened every 31 steps. Both operands
-// come split into their low and high nibbles (kSplit words per word: w & 0x0f.., (w >> 4) & 0x0f..), which the XOR
-// commutes with, so a step costs per 4 words two XORs, two lookups (vpshufb) and two byte adds.
-template <int P, int V>
-struct Avx2Kernel {
-  static constexpr int kPixels = P;
-  static constexpr int kChannels = 4 * V;
-  static constexpr int kSplit = 2;
-  __attribute__((target("avx2,popcnt"))) static void block(const int64_t* const* base, const int64_t* koff,
-                                                           int64_t steps, const int64_t* w, int32_t full,
-                                                           int32_t* acc) {
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1,
-                                         2, 2, 3, 2, 3, 3, 4);
-    const __m256i zero = _mm256_setzero_si256();
-    // The 64-bit totals live in memory (touched once per 31 steps), leaving the 16 registers to the byte sums.
-    alignas(32) int64_t total[P * kChannels];
-    for (int i = 0; i < P * kChannels; ++i) total[i] = 0;
-    for (int64_t k0 = 0; k0 < steps; k0 += 31) {
-      const int64_t k1 = std::min<int64_t>(steps, k0 + 31);
-      __m256i sum[P][V];
-      for (int p = 0; p < P; ++p) {
-        for (int v = 0; v < V; ++v) sum[p][v] = zero;
-      }
-      for (int64_t k = k0; k < k1; ++k) {
-        const int64_t off = koff[k];
-        const __m256i* wk = reinterpret_cast<const __m256i*>(w + k * 2 * kChannels);
-        for (int p = 0; p < P; ++p) {
-          const __m256i lo = _mm256_set1_epi64x(base[p][off]);
-          const __m256i hi = _mm256_set1_epi64x(base[p][off + 1]);
-          for (int v = 0; v < V; ++v) {
-            const __m256i dlo = _mm256_xor_si256(lo, _mm256_load_si256(wk + v));
-            const __m256i dhi = _mm256_xor_si256(hi, _mm256_load_si256(wk + V + v));
-            sum[p][v] = _mm256_add_epi8(sum[p][v], _mm256_shuffle_epi8(lut, dlo));
-            sum[p][v] = _mm256_add_epi8(sum[p][v], _mm256_shuffle_epi8(lut, dhi));
-          }
-          // Keeps the next pixel's loads below this one's arithmetic: hoisting all of them exhausts the registers.
-          asm volatile("" ::: "memory");
+  for (int64_t c = 1; c < count; ++c) {
+    const uint64_t rows = row_masks[c / columns], cols = column_masks[c % columns];
+    for (int64_t o = 0; o < out_channels; ++o) {
+      int64_t sum = 0;
+      for (int64_t ky = 0; ky < a.kh; ++ky) {
+        for (int64_t kx = 0; kx < a.kw; ++kx) {
+          if (((rows >> ky) | (cols >> kx)) & 1) sum += static_cast<int64_t>(a.tap_sums[(o * a.kh + ky) * a.kw + kx]);
         }
       }
-      for (int p = 0; p < P; ++p) {
-        for (int v = 0; v < V; ++v) {
-          __m256i* at = reinterpret_cast<__m256i*>(total + p * kChannels + 4 * v);
-          _mm256_store_si256(at, _mm256_add_epi64(_mm256_load_si256(at), _mm256_sad_epu8(sum[p][v], zero)));
-        }
-      }
-    }
-    // 64-bit lane sums (each < 2^31) to int32: the low halves of the four lanes, then full - 2 sum.
-    const __m256i halves = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-    const __m128i fullv = _mm_set1_epi32(full);
-    for (int p = 0; p < P; ++p) {
-      for (int v = 0; v < V; ++v) {
-        const __m256i t = _mm256_load_si256(reinterpret_cast<const __m256i*>(total + p * kChannels + 4 * v));
-        const __m128i s = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(t, halves));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(acc + p * kChannels + 4 * v),
-                         _mm_sub_epi32(fullv, _mm_add_epi32(s, s)));
-      }
+      d.border[c * out_channels + o] = a.coef * static_cast<float>(sum);
     }
   }
-};
-
-// AVX-512 block: P pixels x 8V channels, vpopcntq on the XOR, 64-bit sums.
-template <int P, int V>
-struct Avx512Kernel {
-  static constexpr int kPixels = P;
-  static constexpr int kChannels = 8 * V;
-  static constexpr int kSplit = 1;
-  __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"))) static void block(const int64_t* const* base,
-                                                                                const int64_t* koff, int64_t steps,
-                                                                                const int64_t* w, int32_t full,
-                                                                                int32_t* acc) {
-    __m512i sum[P][V];
-    for (int p = 0; p < P; ++p) {
-      for (int v = 0; v < V; ++v) sum[p][v] = _mm512_setzero_si512();
-    }
-    for (int64_t k = 0; k < steps; ++k) {
-      const int64_t off = koff[k];
-      const int64_t* wk = w + k * kChannels;
-      __m512i wv[V];
-      for (int v = 0; v < V; ++v) wv[v] = _mm512_load_si512(wk + 8 * v);
-      for (int p = 0; p < P; ++p) {
-        const __m512i x = _mm512_set1_epi64(base[p][off]);
-        for (int v = 0; v < V; ++v) {
-          sum[p][v] = _mm512_add_epi64(sum[p][v], _mm512_popcnt_epi64(_mm512_xor_si512(x, wv[v])));
-        }
-      }
-    }
-    const __m256i fullv = _mm256_set1_epi32(full);
-    for (int p = 0; p < P; ++p) {
-      for (int v = 0; v < V; ++v) {
-        const __m256i s = _mm512_cvtepi64_epi32(sum[p][v]);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + p * kChannels + 8 * v),
-                            _mm256_sub_epi32(fullv, _mm256_add_epi32(s, s)));
-      }
-    }
-  }
-};
-#endif
-
-// Where a block's results go: acc[p * B + b] for pixel p (output offset dst[p] of channel 0, consecutive pixels of
-// a row when `run`) and channel o0 + b (channel stride `plane`), the first `pixels` x `channels` of them.
-struct Epilogue {
-  float* out;                // float output, or null for int32
-  int32_t* acc;              // int32 output, or null
-  const float* scale;        // per padded channel (1 without alpha)
-  const float* shift;        // per padded channel (-0.0 without bias: x + -0.0 == x, signed zeros included)
-  int64_t plane;
-};
-
-void store_portable(const Epilogue& e, const int32_t* acc, int B, const int64_t* dst, int pixels, int channels,
-                    int64_t o0) {
-  for (int b = 0; b < channels; ++b) {
-    const int64_t at = (o0 + b) * e.plane;
-    if (e.acc != nullptr) {
-      for (int p = 0; p < pixels; ++p) e.acc[dst[p] + at] = acc[p * B + b];
-    } else {
-      const float scale = e.scale[o0 + b], shift = e.shift[o0 + b];
-      for (int p = 0; p < pixels; ++p) {
-        const float product = static_cast<float>(acc[p * B + b]) * scale;
-        e.out[dst[p] + at] = product + shift;
-      }
-    }
-  }
+  return true;
 }
 
-#if BINARIZE_X86
-// 4 pixels x B channels: 4 channels at a time, converted and scaled in registers, transposed so each channel's 4
-// consecutive pixels leave in one store (or one store per pixel when the channels are contiguous, plane == 1).
-__attribute__((target("avx2"))) void store_avx2(const Epilogue& e, const int32_t* acc, int B, const int64_t* dst,
-                                                int pixels, int channels, int64_t o0) {
-  const bool contiguous = pixels == 4 && dst[3] - dst[0] == 3;
-  if (!(contiguous || e.plane == 1) || (e.plane == 1 && channels % 4 != 0)) {
-    store_portable(e, acc, B, dst, pixels, channels, o0);
-    return;
+// The epilogue's tables; false for invalid tap sums.
+bool make_finish(const ConvArgs& a, FinishData& d, Finish& f) {
+  const int64_t out_channels = a.groups * a.og;
+  d.scale.assign(static_cast<size_t>(out_channels), 1.0f);
+  d.shift.assign(static_cast<size_t>(out_channels), -0.0f);
+  for (int64_t o = 0; o < out_channels; ++o) {
+    if (a.alpha != nullptr) d.scale[o] = a.alpha[o];
+    if (a.bias != nullptr) d.shift[o] = a.bias[o];
   }
-  for (int b = 0; b < channels; b += 4) {
-    __m128 rows[4];
-    for (int p = 0; p < 4; ++p) {
-      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(acc + p * B + b));
-      rows[p] = e.out == nullptr ? _mm_castsi128_ps(a)
-                                 : _mm_add_ps(_mm_mul_ps(_mm_cvtepi32_ps(a), _mm_loadu_ps(e.scale + o0 + b)),
-                                              _mm_loadu_ps(e.shift + o0 + b));
-    }
-    float* base = e.out != nullptr ? e.out : reinterpret_cast<float*>(e.acc);
-    if (e.plane == 1) {  // each pixel's channels are contiguous
-      for (int p = 0; p < pixels; ++p) _mm_storeu_ps(base + dst[p] + o0 + b, rows[p]);
-      continue;
-    }
-    _MM_TRANSPOSE4_PS(rows[0], rows[1], rows[2], rows[3]);
-    const int count = std::min(4, channels - b);
-    for (int j = 0; j < count; ++j) _mm_storeu_ps(base + dst[0] + (o0 + b + j) * e.plane, rows[j]);
-  }
+  const bool border = a.out != nullptr && a.tap_sums != nullptr;
+  if (border && !border_classes(a, d)) return false;
+  const bool fl = a.out != nullptr;
+  f = Finish{a.out, a.acc, d.scale.data(), d.shift.data(), border ? d.cls.data() : nullptr,
+             border ? d.border.data() : nullptr, fl ? a.shift_in : nullptr, fl ? a.slope : nullptr,
+             fl ? a.shift_out : nullptr, fl ? a.residual : nullptr, out_channels, a.ho() * a.wo(),
+             static_cast<int32_t>(a.kh * a.kw * a.channels)};
+  return true;
 }
-#endif
+
+// One output value of sample n, output channel o, pixel `pixel` of its plane, from its accumulator.
+inline float finish_value(const Finish& f, int64_t n, int64_t o, int64_t pixel, int32_t acc) {
+  float v = static_cast<float>(acc);
+  if (f.cls != nullptr && f.cls[pixel] != 0) v = v + f.border[f.cls[pixel] * f.out_channels + o];
+  v = v * f.scale[o];
+  v = v + f.shift[o];
+  const int64_t row = n * f.out_channels + o;
+  if (f.slope != nullptr) {
+    const float z = f.shift_in != nullptr ? v + f.shift_in[row] : v;
+    v = z > 0.0f ? z : f.slope[row] * z;
+    if (f.shift_out != nullptr) v = v + f.shift_out[row];
+  }
+  if (f.residual != nullptr) v = v + f.residual[row * f.plane + pixel];
+  return v;
+}
 
 // 64-byte aligned scratch words, reused by the calling thread from call to call (growing only), so repeated calls
 // touch warm memory instead of freshly mapped pages.
@@ -432,53 +389,162 @@ int64_t* scratch(int slot, int64_t count) {
   return buffer.data() + ((64 - address % 64) % 64) / sizeof(int64_t);
 }
 
-constexpr int64_t kChunkPixels = 64;  // output pixels per work item
+constexpr uint64_t kLowNibbles = 0x0f0f0f0f0f0f0f0fULL;
+
+// ---- Generic blocking: P pixels (anywhere in the output) x 8 channels, any instruction set. -------------------
+//
+// A kernel computes acc[p * 8 + b] = full - 2 popcount sum for pixel p, whose receptive field starts at base[p],
+// and the prepared block w (step k: low nibbles at w[16 k + b], high nibbles at w[16 k + 8 + b]).
+
+// Portable block: 4 pixels x 8 channels in scalar sums.
+struct PortableKernel {
+  static constexpr int kPixels = 4;
+  static constexpr int kSplit = 1;
+  static void block(const int64_t* const* base, const int64_t* koff, int64_t steps, const int64_t* w, int32_t full,
+                    int32_t* acc) {
+    uint64_t sum[kPixels][kBlock] = {};
+    for (int64_t k = 0; k < steps; ++k) {
+      const int64_t off = koff[k];
+      const uint64_t* wk = reinterpret_cast<const uint64_t*>(w + k * 2 * kBlock);
+      uint64_t words[kBlock];
+      for (int o = 0; o < kBlock; ++o) words[o] = wk[o] | (wk[kBlock + o] << 4);
+      for (int p = 0; p < kPixels; ++p) {
+        const uint64_t x = static_cast<uint64_t>(base[p][off]);
+        for (int o = 0; o < kBlock; ++o) sum[p][o] += static_cast<uint64_t>(__builtin_popcountll(x ^ words[o]));
+      }
+    }
+    for (int p = 0; p < kPixels; ++p) {
+      for (int o = 0; o < kBlock; ++o) acc[p * kBlock + o] = full - 2 * static_cast<int32_t>(sum[p][o]);
+    }
+  }
+};
+
+#if BINARIZE_X86
+// The nibble popcount table, in both 128-bit lanes.
+__attribute__((target("avx2"))) inline __m256i nibble_counts() {
+  return _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3,
+                          3, 4);
+}
+
+// AVX2 block: 4 pixels x 8 channels (two vectors of 4), popcount by nibble lookup into byte sums, widened every 31
+// steps. The activations come split into nibbles like the weights (two words per word), which the XOR commutes
+// with, so a step costs per 4 words two XORs, two lookups (vpshufb) and two byte adds.
+struct Avx2Kernel {
+  static constexpr int kPixels = 4;
+  static constexpr int kSplit = 2;
+  __attribute__((target("avx2,popcnt"))) static void block(const int64_t* const* base, const int64_t* koff,
+                                                           int64_t steps, const int64_t* w, int32_t full,
+                                                           int32_t* acc) {
+    constexpr int P = kPixels, V = 2;
+    const __m256i lut = nibble_counts();
+    const __m256i zero = _mm256_setzero_si256();
+    alignas(32) int64_t total[P * kBlock];
+    for (int i = 0; i < P * kBlock; ++i) total[i] = 0;
+    for (int64_t k0 = 0; k0 < steps; k0 += 31) {
+      const int64_t k1 = std::min<int64_t>(steps, k0 + 31);
+      __m256i sum[P][V];
+      for (int p = 0; p < P; ++p) {
+        for (int v = 0; v < V; ++v) sum[p][v] = zero;
+      }
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t off = koff[k];
+        const __m256i* wk = reinterpret_cast<const __m256i*>(w + k * 2 * kBlock);
+        for (int p = 0; p < P; ++p) {
+          const __m256i lo = _mm256_set1_epi64x(base[p][off]);
+          const __m256i hi = _mm256_set1_epi64x(base[p][off + 1]);
+          for (int v = 0; v < V; ++v) {
+            const __m256i dlo = _mm256_xor_si256(lo, _mm256_load_si256(wk + v));
+            const __m256i dhi = _mm256_xor_si256(hi, _mm256_load_si256(wk + V + v));
+            sum[p][v] = _mm256_add_epi8(sum[p][v], _mm256_shuffle_epi8(lut, dlo));
+            sum[p][v] = _mm256_add_epi8(sum[p][v], _mm256_shuffle_epi8(lut, dhi));
+          }
+          asm volatile("" ::: "memory");  // keeps the next pixel's loads below this one's arithmetic
+        }
+      }
+      for (int p = 0; p < P; ++p) {
+        for (int v = 0; v < V; ++v) {
+          __m256i* at = reinterpret_cast<__m256i*>(total + p * kBlock + 4 * v);
+          _mm256_store_si256(at, _mm256_add_epi64(_mm256_load_si256(at), _mm256_sad_epu8(sum[p][v], zero)));
+        }
+      }
+    }
+    for (int i = 0; i < P * kBlock; ++i) acc[i] = full - 2 * static_cast<int32_t>(total[i]);
+  }
+};
+
+// AVX-512 block: 4 pixels x 8 channels, vpopcntq on the XOR, 64-bit sums.
+struct Avx512Kernel {
+  static constexpr int kPixels = 4;
+  static constexpr int kSplit = 1;
+  __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"))) static void block(const int64_t* const* base,
+                                                                                const int64_t* koff, int64_t steps,
+                                                                                const int64_t* w, int32_t full,
+                                                                                int32_t* acc) {
+    constexpr int P = kPixels;
+    __m512i sum[P];
+    for (int p = 0; p < P; ++p) sum[p] = _mm512_setzero_si512();
+    for (int64_t k = 0; k < steps; ++k) {
+      const int64_t* wk = w + k * 2 * kBlock;
+      const __m512i wv = _mm512_or_si512(_mm512_load_si512(wk), _mm512_slli_epi64(_mm512_load_si512(wk + kBlock), 4));
+      const int64_t off = koff[k];
+      for (int p = 0; p < P; ++p) {
+        const __m512i x = _mm512_set1_epi64(base[p][off]);
+        sum[p] = _mm512_add_epi64(sum[p], _mm512_popcnt_epi64(_mm512_xor_si512(x, wv)));
+      }
+    }
+    const __m256i fullv = _mm256_set1_epi32(full);
+    for (int p = 0; p < P; ++p) {
+      const __m256i s = _mm512_cvtepi64_epi32(sum[p]);
+      const __m256i value = _mm256_sub_epi32(fullv, _mm256_add_epi32(s, s));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + p * kBlock), value);
+    }
+  }
+};
+#endif
+
+// Writes a block's first `pixels` x `channels` results (pixel p: sample n[p], plane pixel r[p]; channel o0 + b).
+void store_block(const Finish& f, const int32_t* acc, const int64_t* n, const int64_t* r, int pixels, int channels,
+                 int64_t o0) {
+  for (int b = 0; b < channels; ++b) {
+    const int64_t o = o0 + b;
+    for (int p = 0; p < pixels; ++p) {
+      const int64_t at = (n[p] * f.out_channels + o) * f.plane + r[p];
+      const int32_t value = acc[p * kBlock + b];
+      if (f.acc != nullptr) {
+        f.acc[at] = value;
+      } else {
+        f.out[at] = finish_value(f, n[p], o, r[p], value);
+      }
+    }
+  }
+}
 
 // Copies `count` words to dst[i * S * stride] (S = 1), or splits each into its low and high nibbles at
 // dst[(i * S + s) * stride] (S = 2).
 template <int S>
 void split_words(const int64_t* src, int64_t* dst, int64_t count, int64_t stride) {
-  const uint64_t low = 0x0f0f0f0f0f0f0f0fULL;
   for (int64_t i = 0; i < count; ++i) {
     const uint64_t word = static_cast<uint64_t>(src[i]);
     if (S == 1) {
       dst[i * stride] = static_cast<int64_t>(word);
     } else {
-      dst[i * 2 * stride] = static_cast<int64_t>(word & low);
-      dst[(i * 2 + 1) * stride] = static_cast<int64_t>((word >> 4) & low);
+      dst[i * 2 * stride] = static_cast<int64_t>(word & kLowNibbles);
+      dst[(i * 2 + 1) * stride] = static_cast<int64_t>((word >> 4) & kLowNibbles);
     }
   }
 }
 
-template <class Kernel>
-void conv(const ConvArgs& a, int isa, int threads) {
-  constexpr int P = Kernel::kPixels;
-  constexpr int B = Kernel::kChannels;
-  constexpr int S = Kernel::kSplit;
-  static_assert(P == 4, "the vector epilogue stores 4 pixels at a time");
-  const int64_t ho = (a.hp - a.dh * (a.kh - 1) - 1) / a.sh + 1;
-  const int64_t wo = (a.wp - a.dw * (a.kw - 1) - 1) / a.sw + 1;
-  const int64_t plane = ho * wo;
-  const int64_t pixels = a.n * plane;
-  const int64_t out_channels = a.groups * a.og;
-  const int64_t steps = a.kh * a.kw * a.wg;
-  const int64_t blocks = (a.og + B - 1) / B;
-  const int32_t full = static_cast<int32_t>(a.kh * a.kw * a.channels);
+constexpr int64_t kChunkPixels = 64;  // output pixels per work item
 
-  // Weights in blocks of B channels, step-major: packed[g][block][k][s][b], zero past the last channel; s indexes
-  // the kernel's split of a word (S = 2: low and high nibbles).
-  int64_t* packed = scratch(0, a.groups * blocks * steps * S * B);
-  for (int64_t g = 0; g < a.groups; ++g) {
-    for (int64_t o = 0; o < blocks * B; ++o) {
-      int64_t* dst = packed + (g * blocks + o / B) * steps * S * B + o % B;
-      if (o < a.og) {
-        split_words<S>(a.weight + (g * a.og + o) * steps, dst, steps, B);
-      } else {
-        for (int64_t k = 0; k < steps * S; ++k) dst[k * B] = 0;
-      }
-    }
-  }
-  // The activations split the same way (S = 1: used in place).
+template <class Kernel>
+void conv_generic(const ConvArgs& a, const Finish& f, int threads) {
+  constexpr int P = Kernel::kPixels;
+  constexpr int S = Kernel::kSplit;
+  const int64_t ho = a.ho(), wo = a.wo(), plane = ho * wo;
+  const int64_t pixels = a.n * plane;
+  const int64_t steps = a.steps();
+  const int64_t blocks = a.blocks();
+  // The activations split into nibbles (S = 2), or used in place.
   const int64_t words = a.n * a.groups * a.hp * a.wp * a.wg;
   const int64_t* input = a.in;
   if (S != 1) {
@@ -488,16 +554,6 @@ void conv(const ConvArgs& a, int isa, int threads) {
       split_words<S>(a.in + first, split + first * S, last - first, 1);
     });
     input = split;
-  }
-  // Scale and shift per output channel, padded to whole blocks (group-major, like the channels).
-  std::vector<float> scale(static_cast<size_t>(a.groups * blocks * B + B), 1.0f);
-  std::vector<float> shift(static_cast<size_t>(a.groups * blocks * B + B), -0.0f);
-  for (int64_t g = 0; g < a.groups; ++g) {
-    for (int64_t o = 0; o < a.og; ++o) {
-      const int64_t at = g * blocks * B + o;
-      if (a.alpha != nullptr) scale[at] = a.alpha[a.alpha_count == 1 ? 0 : g * a.og + o];
-      if (a.bias != nullptr) shift[at] = a.bias[g * a.og + o];
-    }
   }
   // Word offset of each step (tap, word) from a pixel's first word.
   std::vector<int64_t> koff(static_cast<size_t>(steps));
@@ -510,25 +566,24 @@ void conv(const ConvArgs& a, int isa, int threads) {
   }
   const int64_t chunks = (pixels + kChunkPixels - 1) / kChunkPixels;
   const int64_t image = a.groups * a.hp * a.wp * a.wg * S;  // words per sample
-  const int64_t* weights = packed;
 
   parallel_for(threads, a.groups * blocks * chunks, [&](int64_t begin, int64_t end) {
     const int64_t* base[kChunkPixels + P];
-    int64_t dst[kChunkPixels + P];
-    alignas(64) int32_t acc[P * B];
+    int64_t sample[kChunkPixels + P], offset[kChunkPixels + P];
+    alignas(64) int32_t acc[P * kBlock];
     for (int64_t item = begin; item < end; ++item) {
       // Channel blocks vary fastest: a chunk's activations stay in L1 while the blocks' weights stream past.
       const int64_t block = item % blocks;
       const int64_t chunk = (item / blocks) % chunks;
       const int64_t g = item / (chunks * blocks);
-      // The chunk's pixels: first word of each receptive field and output offset (of channel 0).
       const int64_t p0 = chunk * kChunkPixels;
       const int64_t count = std::min(kChunkPixels, pixels - p0);
       int64_t n = p0 / plane, r = p0 % plane;
       int64_t y = r / wo, x = r % wo;
       for (int64_t i = 0; i < count; ++i) {
         base[i] = input + n * image + ((g * a.hp + y * a.sh) * a.wp + x * a.sw) * a.wg * S;
-        dst[i] = n * out_channels * plane + r;
+        sample[i] = n;
+        offset[i] = r;
         ++r;
         if (++x == wo) {
           x = 0;
@@ -540,41 +595,251 @@ void conv(const ConvArgs& a, int isa, int threads) {
         }
       }
       for (int64_t i = count; i < count + P; ++i) base[i] = base[count - 1];  // a partial block repeats a pixel
-      const int64_t o0 = block * B;
-      const int channels = static_cast<int>(std::min<int64_t>(B, a.og - o0));
-      const int64_t* wblock = weights + (g * blocks + block) * steps * S * B;
-      // Outputs, scale and shift of group g (its channel 0); the block adds o0.
-      const Epilogue e{a.out == nullptr ? nullptr : a.out + g * a.og * plane,
-                       a.acc == nullptr ? nullptr : a.acc + g * a.og * plane, scale.data() + g * blocks * B,
-                       shift.data() + g * blocks * B, plane};
+      const int64_t o0 = block * kBlock;
+      const int channels = static_cast<int>(std::min<int64_t>(kBlock, a.og - o0));
+      const int64_t* wblock = a.weight + (g * blocks + block) * steps * 2 * kBlock;
       for (int64_t i = 0; i < count; i += P) {
-        Kernel::block(base + i, koff.data(), steps, wblock, full, acc);
+        Kernel::block(base + i, koff.data(), steps, wblock, f.full, acc);
         const int valid = static_cast<int>(std::min<int64_t>(P, count - i));
-#if BINARIZE_X86
-        if (isa >= kAvx2) {
-          store_avx2(e, acc, B, dst + i, valid, channels, o0);
-          continue;
-        }
-#endif
-        (void)isa;
-        store_portable(e, acc, B, dst + i, valid, channels, o0);
+        store_block(f, acc, sample + i, offset + i, valid, channels, g * a.og + o0);
       }
     }
   });
 }
 
-void conv_dispatch(const ConvArgs& a, int isa, int threads) {
+#if BINARIZE_X86
+// ---- AVX2 row blocking: 8 consecutive output pixels x 4 channels. ---------------------------------------------
+//
+// The activations are first rearranged into planes, one per (sample, group, kx, word, nibble half), holding for
+// every padded row r the words that output columns x = 0 .. Wo - 1 read at tap column kx, rows grouped by phase
+// r mod s_h. Output pixel p = y Wo + x then reads, at tap (ky, kx), word p + (ky d_h div s_h) Wo of its plane's
+// phase (ky d_h mod s_h) block: consecutive pixels read consecutive words, across rows too. A step loads 8 pixels'
+// words (two vectors), broadcasts each of 4 channels' weight words, and adds nibble counts into byte sums (at most
+// 4 per step, so 63 steps fit a byte). vpsadbw turns a channel's two byte-sum vectors into 8 pixel totals, which
+// leave as one vector of 8 consecutive outputs: the epilogue runs 8 pixels wide with per-channel scalars and
+// stores contiguously in NCHW.
+
+constexpr int64_t kRowPixels = 8;       // pixels per block
+constexpr int64_t kRowChannels = 4;     // channels per block
+constexpr int64_t kRowChunkBlocks = 8;  // pixel blocks per work item
+constexpr int64_t kRowChunkSets = 8;    // channel blocks per work item
+constexpr int64_t kByteSteps = 63;      // half-steps whose counts (<= 4 each) fit a byte
+
+// The 8 int32 popcount totals of pixels 0..7 for one channel, from the byte sums of pixels 0..3 and 4..7.
+__attribute__((target("avx2"))) inline __m256i pixel_totals(__m256i low, __m256i high) {
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256i pairs = _mm256_or_si256(_mm256_sad_epu8(low, zero), _mm256_slli_epi64(_mm256_sad_epu8(high, zero), 32));
+  return _mm256_permutevar8x32_epi32(pairs, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+}
+
+// Popcount totals of one block over half-steps [j0, j1) (at most kByteSteps): tot[c] holds channel c's 8 pixels.
+// `in` points at the block's first pixel in the sample's planes, w at the channels' prepared words (half-step j at
+// w[8 j]).
+__attribute__((target("avx2"))) inline void row_pass(const int64_t* in, const int64_t* koff, int64_t j0, int64_t j1,
+                                                     const int64_t* w, __m256i tot[kRowChannels]) {
+  static_assert(kRowChannels == 4, "the pass names its four channels' sums");
+  const __m256i lut = nibble_counts();
+  // Named sums (not arrays), so that the ordering barrier below leaves them in registers.
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  for (int64_t j = j0; j < j1; ++j) {
+    const int64_t* src = in + koff[j];
+    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+    const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 4));
+    const int64_t* wj = w + j * kBlock;
+    // One channel: its weight word against both pixel vectors. The barrier keeps the next channel's broadcast
+    // below this one's arithmetic (hoisting all four runs out of registers).
+#define BINARIZE_ROW_CHANNEL(c, sa, sb)                                                 \
+  {                                                                                     \
+    const __m256i wv = _mm256_set1_epi64x(wj[c]);                                       \
+    sa = _mm256_add_epi8(sa, _mm256_shuffle_epi8(lut, _mm256_xor_si256(x0, wv)));       \
+    sb = _mm256_add_epi8(sb, _mm256_shuffle_epi8(lut, _mm256_xor_si256(x1, wv)));       \
+    asm volatile("" ::: "memory");                                                      \
+  }
+    BINARIZE_ROW_CHANNEL(0, a0, b0)
+    BINARIZE_ROW_CHANNEL(1, a1, b1)
+    BINARIZE_ROW_CHANNEL(2, a2, b2)
+    BINARIZE_ROW_CHANNEL(3, a3, b3)
+#undef BINARIZE_ROW_CHANNEL
+  }
+  tot[0] = pixel_totals(a0, b0);
+  tot[1] = pixel_totals(a1, b1);
+  tot[2] = pixel_totals(a2, b2);
+  tot[3] = pixel_totals(a3, b3);
+}
+
+// The block's popcount totals over all half-steps, into tot[c * 8 + p] (channel c, pixel p). Not inlined, so that
+// the caller's live values leave the 16 vector registers to the sums.
+__attribute__((target("avx2"), noinline)) void row_block(const int64_t* in, const int64_t* koff, int64_t halves,
+                                                         const int64_t* w, int32_t* tot) {
+  __m256i part[kRowChannels];
+  row_pass(in, koff, 0, std::min(halves, kByteSteps), w, part);
+  for (int c = 0; c < kRowChannels; ++c) _mm256_store_si256(reinterpret_cast<__m256i*>(tot + 8 * c), part[c]);
+  for (int64_t j0 = kByteSteps; j0 < halves; j0 += kByteSteps) {
+    row_pass(in, koff, j0, std::min(halves, j0 + kByteSteps), w, part);
+    for (int c = 0; c < kRowChannels; ++c) {
+      __m256i* at = reinterpret_cast<__m256i*>(tot + 8 * c);
+      _mm256_store_si256(at, _mm256_add_epi32(_mm256_load_si256(at), part[c]));
+    }
+  }
+}
+
+// The epilogue of 8 pixels (plane pixels r .. r + valid - 1 of sample n) of output channel o, from its accumulators.
+__attribute__((target("avx2"))) inline void row_store(const Finish& f, __m256i acc, int64_t n, int64_t o, int64_t r,
+                                                      int valid, __m256i border_index, bool border) {
+  const int64_t row = n * f.out_channels + o;
+  const int64_t at = row * f.plane + r;
+  const __m256i mask = lane_mask(valid);
+  if (f.acc != nullptr) {
+    if (valid == kRowPixels) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(f.acc + at), acc);
+    } else {
+      _mm256_maskstore_epi32(f.acc + at, mask, acc);
+    }
+    return;
+  }
+  __m256 v = _mm256_cvtepi32_ps(acc);
+  if (border) {
+    const __m256i index = _mm256_add_epi32(border_index, _mm256_set1_epi32(static_cast<int>(o)));
+    v = _mm256_add_ps(v, _mm256_i32gather_ps(f.border, index, 4));  // class 0 adds +0.0: exact
+  }
+  v = _mm256_mul_ps(v, _mm256_set1_ps(f.scale[o]));
+  v = _mm256_add_ps(v, _mm256_set1_ps(f.shift[o]));
+  if (f.slope != nullptr) {
+    const __m256 z = f.shift_in != nullptr ? _mm256_add_ps(v, _mm256_set1_ps(f.shift_in[row])) : v;
+    const __m256 scaled = _mm256_mul_ps(z, _mm256_set1_ps(f.slope[row]));
+    v = _mm256_blendv_ps(scaled, z, _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_GT_OQ));
+    if (f.shift_out != nullptr) v = _mm256_add_ps(v, _mm256_set1_ps(f.shift_out[row]));
+  }
+  if (valid == kRowPixels) {
+    if (f.residual != nullptr) v = _mm256_add_ps(v, _mm256_loadu_ps(f.residual + at));
+    _mm256_storeu_ps(f.out + at, v);
+  } else {
+    if (f.residual != nullptr) v = _mm256_add_ps(v, _mm256_maskload_ps(f.residual + at, mask));
+    _mm256_maskstore_ps(f.out + at, mask, v);
+  }
+}
+
+// The geometry of a row-blocked convolution, shared by its work items.
+struct RowPlan {
+  const int64_t* planes;  // the rearranged activations
+  const int64_t* koff;    // word offset per half-step
+  int64_t plane, halves, pixel_blocks, chunks, sets, set_chunks;
+  int64_t sample_words;   // words of one (sample, group)'s planes
+};
+
+// Work items [begin, end): item = ((n G + g) chunks + chunk) set_chunks + set_chunk, each kRowChunkBlocks pixel
+// blocks x kRowChunkSets channel blocks.
+__attribute__((target("avx2,popcnt"))) void row_items(const ConvArgs& a, const Finish& f, const RowPlan& plan,
+                                                      int64_t begin, int64_t end) {
+  const int64_t steps = a.steps(), blocks = a.blocks();
+  const __m256i fullv = _mm256_set1_epi32(f.full);
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t set_chunk = item % plan.set_chunks;
+    const int64_t chunk = (item / plan.set_chunks) % plan.chunks;
+    const int64_t ng = item / (plan.set_chunks * plan.chunks);
+    const int64_t n = ng / a.groups, g = ng % a.groups;
+    const int64_t* in = plan.planes + ng * plan.sample_words;
+    const int64_t b0 = chunk * kRowChunkBlocks, b1 = std::min(plan.pixel_blocks, b0 + kRowChunkBlocks);
+    const int64_t s0 = set_chunk * kRowChunkSets, s1 = std::min(plan.sets, s0 + kRowChunkSets);
+    for (int64_t set = s0; set < s1; ++set) {
+      const int64_t o0 = set * kRowChannels;
+      const int64_t* w = a.weight + (g * blocks + o0 / kBlock) * steps * 2 * kBlock + o0 % kBlock;
+      const int channels = static_cast<int>(std::min<int64_t>(kRowChannels, a.og - o0));
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t r = b * kRowPixels;
+        const int valid = static_cast<int>(std::min<int64_t>(kRowPixels, plan.plane - r));
+        alignas(32) int32_t tot[kRowChannels * kRowPixels];
+        row_block(in + r, plan.koff, plan.halves, w, tot);
+        bool border = false;
+        __m256i border_index = _mm256_setzero_si256();
+        if (f.cls != nullptr) {
+          const __m256i cls = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(f.cls + r));
+          border = !_mm256_testz_si256(cls, cls);
+          border_index = _mm256_mullo_epi32(cls, _mm256_set1_epi32(static_cast<int>(f.out_channels)));
+        }
+        for (int c = 0; c < channels; ++c) {
+          const __m256i pop = _mm256_load_si256(reinterpret_cast<const __m256i*>(tot + 8 * c));
+          const __m256i acc = _mm256_sub_epi32(fullv, _mm256_add_epi32(pop, pop));
+          row_store(f, acc, n, g * a.og + o0 + c, r, valid, border_index, border);
+        }
+      }
+    }
+  }
+}
+
+__attribute__((target("avx2,popcnt"))) void conv_rows_avx2(const ConvArgs& a, const Finish& f, int threads) {
+  const int64_t ho = a.ho(), wo = a.wo(), plane = ho * wo;
+  const int64_t steps = a.steps(), halves = 2 * steps;
+  // Row phases: phase q holds rows q, q + s_h, ..., starting at word start[q] * Wo of a plane.
+  std::vector<int64_t> start(static_cast<size_t>(a.sh + 1), 0);
+  for (int64_t q = 0; q < a.sh; ++q) start[q + 1] = start[q] + (a.hp - q + a.sh - 1) / a.sh;
+  const int64_t plane_words = a.hp * wo;
+  const int64_t planes = a.kw * a.wg * 2;  // per sample and group
+  const int64_t total = a.n * a.groups * planes * plane_words;
+  int64_t* split = scratch(1, total + kRowPixels);
+  std::fill(split + total, split + total + kRowPixels, int64_t{0});
+  const int64_t sources = a.n * a.groups * a.kw * a.wg;
+  parallel_for(total >= (int64_t{1} << 16) ? threads : 1, sources, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t word = item % a.wg, kx = (item / a.wg) % a.kw, ng = item / (a.wg * a.kw);
+      int64_t* lo = split + (item * 2) * plane_words;
+      int64_t* hi = lo + plane_words;
+      for (int64_t r = 0; r < a.hp; ++r) {
+        const int64_t* src = a.in + ((ng * a.hp + r) * a.wp + kx * a.dw) * a.wg + word;
+        const int64_t at = (start[r % a.sh] + r / a.sh) * wo;
+        const int64_t stride = a.sw * a.wg;
+        for (int64_t x = 0; x < wo; ++x) {
+          const uint64_t v = static_cast<uint64_t>(src[x * stride]);
+          lo[at + x] = static_cast<int64_t>(v & kLowNibbles);
+          hi[at + x] = static_cast<int64_t>((v >> 4) & kLowNibbles);
+        }
+      }
+    }
+  });
+  // Word offset of half-step j = 2 k + h, k = (ky kw + kx) Wg + word, from a pixel's position in the planes.
+  std::vector<int64_t> koff(static_cast<size_t>(halves));
+  for (int64_t ky = 0; ky < a.kh; ++ky) {
+    const int64_t row = (start[(ky * a.dh) % a.sh] + (ky * a.dh) / a.sh) * wo;
+    for (int64_t kx = 0; kx < a.kw; ++kx) {
+      for (int64_t word = 0; word < a.wg; ++word) {
+        for (int64_t h = 0; h < 2; ++h) {
+          koff[((ky * a.kw + kx) * a.wg + word) * 2 + h] = ((kx * a.wg + word) * 2 + h) * plane_words + row;
+        }
+      }
+    }
+  }
+  RowPlan plan{split, koff.data(), plane, halves, (plane + kRowPixels - 1) / kRowPixels, 0,
+               (a.og + kRowChannels - 1) / kRowChannels, 0, planes * plane_words};
+  plan.chunks = (plan.pixel_blocks + kRowChunkBlocks - 1) / kRowChunkBlocks;
+  plan.set_chunks = (plan.sets + kRowChunkSets - 1) / kRowChunkSets;
+  parallel_for(threads, a.n * a.groups * plan.chunks * plan.set_chunks,
+               [&](int64_t begin, int64_t end) { row_items(a, f, plan, begin, end); });
+}
+
+#endif
+
+// False for arguments the checks missed (invalid tap sums).
+bool conv_dispatch(const ConvArgs& a, int isa, int threads) {
+  FinishData data;
+  Finish f;
+  if (!make_finish(a, data, f)) return false;
 #if BINARIZE_X86
   if (isa == kAvx512) {
-    if (a.og <= 8) return conv<Avx512Kernel<4, 1>>(a, isa, threads);
-    return conv<Avx512Kernel<4, 2>>(a, isa, threads);
+    conv_generic<Avx512Kernel>(a, f, threads);
+    return true;
   }
   if (isa == kAvx2) {
-    if (a.og <= 4) return conv<Avx2Kernel<4, 1>>(a, isa, threads);
-    return conv<Avx2Kernel<4, 2>>(a, isa, threads);
+    if (a.ho() * a.wo() >= kRowPixels) {
+      conv_rows_avx2(a, f, threads);
+    } else {
+      conv_generic<Avx2Kernel>(a, f, threads);
+    }
+    return true;
   }
 #endif
-  conv<PortableKernel>(a, isa, threads);
+  (void)isa;
+  conv_generic<PortableKernel>(a, f, threads);
+  return true;
 }
 
 }  // namespace
@@ -598,21 +863,25 @@ __attribute__((visibility("default"))) int binarize_pack(const float* x, const f
   return 0;
 }
 
-__attribute__((visibility("default"))) int binarize_conv(const int64_t* in, const int64_t* weight, float* out,
-                                                         int32_t* acc, const float* alpha, int64_t alpha_count,
-                                                         const float* bias, int64_t n, int64_t groups, int64_t hp,
-                                                         int64_t wp, int64_t wg, int64_t og, int64_t kh, int64_t kw,
-                                                         int64_t channels, int64_t sh, int64_t sw, int64_t dh,
-                                                         int64_t dw, int isa, int threads) {
+// Code -3: tap sums that are not integers of magnitude <= 2^24.
+__attribute__((visibility("default"))) int binarize_conv(
+    const int64_t* in, const int64_t* prepared, float* out, int32_t* acc, const float* alpha, const float* bias,
+    const float* tap_sums, int64_t top, int64_t left, int64_t height, int64_t width, float coef,
+    const float* shift_in, const float* slope, const float* shift_out, const float* residual, int64_t n,
+    int64_t groups, int64_t hp, int64_t wp, int64_t wg, int64_t og, int64_t kh, int64_t kw, int64_t channels,
+    int64_t sh, int64_t sw, int64_t dh, int64_t dw, int isa, int threads) {
   if ((out == nullptr) == (acc == nullptr)) return -1;
   if (sh < 1 || sw < 1 || dh < 1 || dw < 1 || kh < 1 || kw < 1) return -1;
   if (hp < dh * (kh - 1) + 1 || wp < dw * (kw - 1) + 1) return -1;
   if (wg != (channels + 63) / 64 || channels < 1) return -1;
+  if (tap_sums != nullptr && (kh > 64 || kw > 64)) return -1;
+  if ((shift_in != nullptr || shift_out != nullptr) && slope == nullptr) return -1;
   if (isa > binarize::best_isa()) return -2;
-  const binarize::ConvArgs args{in, weight, out, acc, alpha, alpha_count, bias, n,  groups, hp, wp,
-                                wg, og,     kh,  kw,  channels, sh, sw,  dh,    dw};
-  binarize::conv_dispatch(args, isa, threads);
-  return 0;
+  const binarize::ConvArgs args{in,       prepared, out,   acc,       alpha,    bias, tap_sums, top, left,
+                                height,   width,    coef,  shift_in,  slope,    shift_out, residual, n, groups,
+                                hp,       wp,       wg,    og,        kh,       kw,   channels, sh,  sw,
+                                dh,       dw};
+  return binarize::conv_dispatch(args, isa, threads) ? 0 : -3;
 }
 
 }  // extern "C"
