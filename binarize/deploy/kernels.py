@@ -281,7 +281,8 @@ def _conv(
         alpha = _float_input(alpha, "alpha", None)
         if alpha.numel() not in (1, out_channels) or alpha.dim() > 1:
             raise ValueError(f"alpha must be a scalar or have shape ({out_channels},), got {tuple(alpha.shape)}")
-        alpha = alpha.reshape(-1).expand(out_channels).contiguous()
+        if alpha.numel() != out_channels or alpha.dim() != 1:
+            alpha = alpha.reshape(-1).expand(out_channels).contiguous()
     if bias is not None:
         bias = _float_input(bias, "bias", 1)
         if bias.numel() != out_channels:
@@ -342,7 +343,8 @@ def _border(
         raise ValueError(f"border tap_sums must have shape {(out_channels, kh, kw)}, got {got}")
     if kh > 64 or kw > 64:
         raise ValueError(f"the border correction supports kernels up to 64x64, got {kh}x{kw}")
-    return int(top), int(left), int(height), int(width), tap_sums.to(torch.float32).contiguous(), float(coef)
+    sums = tap_sums if tap_sums.dtype is torch.float32 else tap_sums.to(torch.float32)
+    return int(top), int(left), int(height), int(width), sums.contiguous(), float(coef)
 
 
 def _prelu(
@@ -368,7 +370,7 @@ def _prelu(
 
 
 def _float_input(t: Tensor, name: str, dims: int | None) -> Tensor:
-    if not isinstance(t, Tensor) or t.dtype != torch.float32 or t.device.type != "cpu":
+    if not isinstance(t, Tensor) or t.dtype is not torch.float32 or not t.is_cpu:
         got = f"{t.dtype} on {t.device}" if isinstance(t, Tensor) else type(t).__name__
         raise TypeError(f"{name} must be a float32 CPU tensor, got {got}")
     if dims is not None and t.dim() != dims:
@@ -377,7 +379,7 @@ def _float_input(t: Tensor, name: str, dims: int | None) -> Tensor:
 
 
 def _word_input(t: Tensor, name: str, dims: int) -> Tensor:
-    if not isinstance(t, Tensor) or t.dtype != torch.int64 or t.device.type != "cpu":
+    if not isinstance(t, Tensor) or t.dtype is not torch.int64 or not t.is_cpu:
         got = f"{t.dtype} on {t.device}" if isinstance(t, Tensor) else type(t).__name__
         raise TypeError(f"{name} must be an int64 CPU tensor of packed words, got {got}")
     if t.dim() != dims:

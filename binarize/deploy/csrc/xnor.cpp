@@ -7,15 +7,19 @@
 //     acc[n, g Og + o, y, x] = kh kw Cg - 2 sum_{ky, kx, w} popcount(A[n, g, y sh + ky dh, x sw + kx dw, w]
 //                                                                   ^ W[g, o, ky, kx, w]).
 //
-// Every instruction set computes this with the same blocking: a block of P output pixels times B output channels
-// keeps its P x B sums in registers over the whole reduction (taps x words, the "k" steps); each step loads the B
-// weight words once (contiguous: the weights are first copied into blocks of B channels, step-major) and one input
-// word per pixel, broadcast across the B channels. Code paths:
+// The weights come prepared once (kernels.py prepare_weight): blocks of 8 output channels, step-major (a step is
+// one (tap, word)), each word split into its low and high nibbles. Two blockings:
 //
-//   * avx512_vpopcntdq: 8 channels per zmm, vpopcntq, 64-bit sums;
-//   * avx2: 4 channels per ymm, popcount by nibble lookup (vpshufb) into byte sums, widened by vpsadbw every 31
-//     steps (a byte holds at most 8 per step, 31 * 8 < 256);
-//   * portable: scalar words and __builtin_popcountll.
+//   * generic, every instruction set: 4 output pixels anywhere in the output x 8 channels keep their sums in
+//     registers over the whole reduction; each step loads the 8 weight words once and one input word per pixel,
+//     broadcast across the channels (avx512_vpopcntdq: one zmm, vpopcntq; avx2: two ymm, nibble lookups; portable:
+//     scalar __builtin_popcountll);
+//   * rows, AVX2, outputs of at least 8 pixels: 8 consecutive output pixels x 4 channels, the activations first
+//     rearranged so that consecutive pixels read consecutive words at every tap (see conv_rows_avx2); the results
+//     leave as vectors of 8 consecutive outputs of one channel, contiguous in NCHW.
+//
+// The float epilogue (border correction, scale, bias, PReLU, residual) runs on each block's accumulators while they
+// are in registers.
 //
 // The C ABI at the bottom is what binarize/deploy/kernels.py loads with ctypes.
 
@@ -453,8 +457,8 @@ struct Avx2Kernel {
           const __m256i lo = _mm256_set1_epi64x(base[p][off]);
           const __m256i hi = _mm256_set1_epi64x(base[p][off + 1]);
           for (int v = 0; v < V; ++v) {
-            const __m256i dlo = _mm256_xor_si256(lo, _mm256_load_si256(wk + v));
-            const __m256i dhi = _mm256_xor_si256(hi, _mm256_load_si256(wk + V + v));
+            const __m256i dlo = _mm256_xor_si256(lo, _mm256_loadu_si256(wk + v));
+            const __m256i dhi = _mm256_xor_si256(hi, _mm256_loadu_si256(wk + V + v));
             sum[p][v] = _mm256_add_epi8(sum[p][v], _mm256_shuffle_epi8(lut, dlo));
             sum[p][v] = _mm256_add_epi8(sum[p][v], _mm256_shuffle_epi8(lut, dhi));
           }
@@ -485,7 +489,7 @@ struct Avx512Kernel {
     for (int p = 0; p < P; ++p) sum[p] = _mm512_setzero_si512();
     for (int64_t k = 0; k < steps; ++k) {
       const int64_t* wk = w + k * 2 * kBlock;
-      const __m512i wv = _mm512_or_si512(_mm512_load_si512(wk), _mm512_slli_epi64(_mm512_load_si512(wk + kBlock), 4));
+      const __m512i wv = _mm512_or_si512(_mm512_loadu_si512(wk), _mm512_slli_epi64(_mm512_loadu_si512(wk + kBlock), 4));
       const int64_t off = koff[k];
       for (int p = 0; p < P; ++p) {
         const __m512i x = _mm512_set1_epi64(base[p][off]);
