@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 __all__ = ["atomic_path", "decode_text", "write_text_atomic"]
 
@@ -81,3 +82,20 @@ def decode_text(data: bytes, what: str) -> str:
             f"not a UTF-8 text file (byte 0x{data[exc.start]:02x} at offset {exc.start}; {kind}); "
             f"{what} is UTF-8 YAML: save it as UTF-8, or check that this is the file you meant"
         ) from None
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    """The metadata and every tensor of a safetensors file.
+
+    Raises:
+        ValueError: the file cannot be read as safetensors (the message is the reader's).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ValueError(str(exc)) from None
+    return metadata, tensors

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from binarize._files import atomic_path
+from binarize._files import atomic_path, read_safetensors
 from binarize.errors import BinarizeError
 
 __all__ = ["ExportError", "compressed_json", "read_compressed_json", "read_container", "write_container"]
@@ -87,10 +86,8 @@ def read_container(path: str | Path, fmt: str) -> tuple[dict[str, Tensor], dict[
     if not source.is_file():
         raise ExportError(f"no packed model at {str(source)!r}")
     try:
-        with safe_open(str(source), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            blobs = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        metadata, blobs = read_safetensors(source)
+    except ValueError as exc:
         raise ExportError(f"{source} is not a readable safetensors file ({exc})") from None
     if metadata.get("format") != fmt:
         raise ExportError(

@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from binarize._files import atomic_path
+from binarize._files import atomic_path, read_safetensors
 from binarize.errors import BinarizeError
 from binarize.training.config import ConfigError, ExperimentConfig, load_config
 
@@ -166,10 +165,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if not source.is_file():
         raise CheckpointError(f"no checkpoint at {str(source)!r}")
     try:
-        with safe_open(str(source), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        metadata, tensors = read_safetensors(source)
+    except ValueError as exc:
         raise CheckpointError(f"{source} is not a readable safetensors checkpoint ({exc})") from None
     if metadata.get("format") not in _READABLE:
         raise CheckpointError(
