@@ -263,6 +263,9 @@ class PackedConv(PackedLayer):
         shortcut. A PReLU / RPReLU activation and the shortcut run inside the kernel's epilogue (float32 inputs),
         and so does the border correction of a zero padding."""
         x4, shift, pads = self._signed_input(x, groups)
+        stride = self.stride2d
+        if self.tap_sums.shape[2:] == (1, 1) and not any(pads) and stride != (1, 1):
+            x4, stride = x4[:, :, ::stride[0], ::stride[1]], (1, 1)  # a strided 1 x 1 reads only these pixels
         ops = self._ops()
         packed = ops.pack_activations(x4.to(torch.float32).contiguous(), groups=self.groups, pads=pads, shift=shift,
                                       pad_negative=self.pad_negative)
@@ -276,7 +279,7 @@ class PackedConv(PackedLayer):
         source = x.unsqueeze(2) if self.spatial_dims == 1 else x
         shape = (x.shape[0], self.alpha.numel(), *self._output_size(source))
         residual = source if fuse and self.shortcut and activated and tuple(source.shape) == shape else None
-        y = ops.xnor_conv2d(packed, self.weight_words, channels=self.channels, stride=self.stride2d,
+        y = ops.xnor_conv2d(packed, self.weight_words, channels=self.channels, stride=stride,
                             dilation=self.dilation2d, alpha=self.alpha, bias=self.bias,
                             prepared=self._prepared_weight(), border=border, prelu=prelu, residual=residual)
         y = y.to(x.dtype)
