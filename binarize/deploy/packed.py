@@ -160,19 +160,34 @@ class PackedLayer(nn.Module):
             return None
         if activation.channel_dim not in channel_dims or (activation.groups is not None and not per_sample):
             return None
+        names = ("shift_in", "slope", "shift_out")
+        values = [getattr(activation, name, None) for name in names]
+        if activation.groups is not None:
+            return self._prelu_rows([None if v is None else gather_rows(v, groups) for v in values], rows)
+        # Per-channel parameters: the rows only change with the batch size or the parameters (cached).
+        key = (rows, *[None if v is None else (v.data_ptr(), v._version, v.dtype) for v in values])
+        cached = getattr(self, "_prelu_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, self._prelu_rows(values, rows))
+            self._prelu_cache = cached
+        return cached[1]
+
+    def _prelu_rows(
+        self, values: list[Tensor | None], rows: int
+    ) -> tuple[Tensor | None, Tensor, Tensor | None] | None:
+        """``(shift_in, slope, shift_out)`` from per-channel ``(O,)`` or per-sample ``(B, O)`` values, each expanded
+        to ``(rows, O)`` ``float32``; ``None`` when their shapes do not fit."""
         channels = self.alpha.numel()
-        parts = []
-        for name in ("shift_in", "slope", "shift_out"):
-            value = getattr(activation, name, None)
+        parts: list[Tensor | None] = []
+        for value in values:
             if value is None:
                 parts.append(None)
                 continue
-            values = value if activation.groups is None else gather_rows(value, groups)
-            batch = values.shape[0] if values.dim() == 2 else 1
-            if values.shape[-1] != channels or values.dim() > 2 or batch not in (1, rows):
+            batch = value.shape[0] if value.dim() == 2 else 1
+            if value.shape[-1] != channels or value.dim() > 2 or batch not in (1, rows):
                 return None
-            parts.append(values.detach().to(torch.float32).reshape(-1, channels).expand(rows, channels).contiguous())
-        return parts[0], parts[1], parts[2]
+            parts.append(value.detach().to(torch.float32).reshape(-1, channels).expand(rows, channels).contiguous())
+        return parts[0], parts[1], parts[2]  # type: ignore[return-value]
 
     def _groups(self, timestep_groups: Tensor | None) -> Tensor | None:
         return BinaryLayerMixin._groups(self, timestep_groups)  # type: ignore[arg-type]
