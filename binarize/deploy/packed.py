@@ -27,7 +27,7 @@ two-valued sign, a weight-only binary layer) stay fake-quantised; :func:`~binari
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -115,7 +115,8 @@ class PackedLayer(nn.Module):
             reference, ``True`` the kernels or an error.
     """
 
-    source_class: ClassVar[type[BinaryLayerMixin]]
+    weight_words: Tensor
+    alpha: Tensor
 
     def __init__(self, layer: BinaryLayerMixin, words: Tensor, alpha: Tensor, channels: int) -> None:
         super().__init__()
