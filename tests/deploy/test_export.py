@@ -17,7 +17,7 @@ from binarize.deploy.export import _pack_bytes, _unpack_bytes
 from binarize.specs import resolve_model
 from binarize.training.evaluate import load_model
 from binarize.training.model import resolve_checkpoint
-from tests.deploy.conftest import IMPLEMENTATIONS
+from deploy_oracle import IMPLEMENTATIONS
 
 
 def _randomised(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -14,7 +14,7 @@ from torch import nn
 from binarize.deploy import freeze, pack_layer
 from binarize.deploy.packed import NotPackableError, PackedConv, PackedConvTranspose2d, PackedLinear
 from binarize.nn import BinaryConv1d, BinaryConv2d, BinaryConvTranspose2d, BinaryLinear
-from tests.deploy.conftest import IMPLEMENTATIONS, oracle_accumulators
+from deploy_oracle import IMPLEMENTATIONS, oracle_accumulators
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

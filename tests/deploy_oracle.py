@@ -1,5 +1,5 @@
-"""Shared helpers of the deployment tests: which implementations of the packed operations to test, and the
-float64 oracle of a binary layer's accumulators."""
+"""Shared helpers of the deployment tests (tests/deploy): which implementations of the packed operations to test,
+and the float64 oracle of a binary layer's accumulators."""
 
 from __future__ import annotations
 
