@@ -238,7 +238,6 @@ class PackedConv(PackedLayer):
         self.pad_negative = pad_value == -1.0 and self.padding_mode == "zeros"
         self.correction = (pad_value - (-1.0 if self.pad_negative else 1.0)) if self.padding_mode == "zeros" else 0.0
         self.register_buffer("tap_sums", signs.sum(dim=1, keepdim=True), persistent=False)
-        self._border: dict[tuple[int, int], list[tuple[slice, slice, Tensor]]] = {}
 
     def forward(self, input: Tensor, timestep_groups: Tensor | None = None) -> Tensor:
         groups = self._groups(timestep_groups)
@@ -318,34 +317,6 @@ class PackedConv(PackedLayer):
         mask = torch.ones(1, 1, height + top + bottom, width + left + right, device=self.tap_sums.device)
         mask[:, :, top:top + height, left:left + width] = 0.0
         return F.conv2d(mask, self.tap_sums, stride=self.stride2d, dilation=self.dilation2d)
-
-    def _border_strips(self, height: int, width: int) -> list[tuple[slice, slice, Tensor]]:
-        """:math:`S` as up to four strips along the border ``(rows, columns, values)``, the only outputs whose taps
-        reach into the padding, so that the correction touches only the border (cached per input size).
-
-        Output row :math:`y` reads padded rows :math:`y s + k d` for :math:`k < k_h`: it reaches the top padding
-        when :math:`y s < p_{top}` and the bottom one when :math:`y s + (k_h - 1) d \\ge p_{top} + H`."""
-        key = (height, width)
-        if key not in self._border:
-            sums = self._border_sums(height, width)
-            top, _, left, _ = self.pads
-            (kh, kw), (sh, sw), (dh, dw) = self.tap_sums.shape[2:], self.stride2d, self.dilation2d
-            out_h, out_w = sums.shape[2:]
-            first, last = _inner_range(top, height, kh, sh, dh, out_h)
-            start, stop = _inner_range(left, width, kw, sw, dw, out_w)
-            everything = slice(0, out_w)
-            strips = [(slice(0, first), everything), (slice(last, out_h), everything),
-                      (slice(first, last), slice(0, start)), (slice(first, last), slice(stop, out_w))]
-            self._border[key] = [(r, c, sums[:, :, r, c].contiguous()) for r, c in strips
-                                 if r.stop > r.start and c.stop > c.start]
-        return self._border[key]
-
-
-def _inner_range(pad: int, size: int, kernel: int, stride: int, dilation: int, out: int) -> tuple[int, int]:
-    """The outputs ``[first, last)`` along one axis whose taps all lie inside the input (not in the padding)."""
-    first = min(-(-pad // stride), out)
-    last = max(min(-(-(pad + size - (kernel - 1) * dilation) // stride), out), first)
-    return first, last
 
 
 class PackedLinear(PackedLayer):
