@@ -32,7 +32,25 @@ from torch import nn
 from binarize._registry import Registry
 from binarize.errors import ModelSpecError, UnknownNameError
 
-__all__ = ["ModelSpec", "RESOLVERS", "resolve_model", "infer_example_inputs", "ALLOWED_FORMS"]
+__all__ = [
+    "ALLOWED_FORMS", "RESOLVERS", "TRUSTED_MODEL_PREFIXES", "ModelSpec", "infer_example_inputs", "resolve_model",
+    "untrusted_code",
+]
+
+#: Model specs that build a network without running a file of the user's Python code.
+TRUSTED_MODEL_PREFIXES = ("zoo:", "timm:")
+
+
+def untrusted_code(spec: str, trust_code: bool, where: str) -> str | None:
+    """Why building ``spec`` for ``where`` (a file that names it) is refused, or ``None`` when it may be built.
+
+    A spec other than ``zoo:`` / ``timm:`` runs a Python file (``path/to/file.py:factory``); reading a checkpoint or
+    an export must not run code a stranger put beside it, so that needs ``trust_code``.
+    """
+    if trust_code or spec.startswith(TRUSTED_MODEL_PREFIXES):
+        return None
+    return (f"{where} builds its model by running the Python file {spec!r}; pass --trust-code (trust_code=True) if "
+            "you trust that file, since building the model runs its code")
 
 #: Human-readable list of the accepted spec forms, used in error messages.
 ALLOWED_FORMS = "timm:NAME (a timm architecture), zoo:NAME (a binarize reference network) or path/to/file.py:factory"

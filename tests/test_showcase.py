@@ -11,6 +11,7 @@ from binarize.cli import main
 from binarize.errors import BinarizeError
 from binarize.showcase import card_markdown, publish, training_summary
 from binarize.showcase import demo as demo_module
+from binarize.showcase.measure import DEMO_STEPS
 from binarize.training import load_config, train
 from binarize.zoo import TRAINED
 from tiny_experiment import tiny_experiment
@@ -30,14 +31,17 @@ def test_training_summary_adds_up_resumed_segments(tmp_path: Path) -> None:
 
 def test_publish_writes_a_compact_checkpoint_and_its_card(tmp_path: Path) -> None:
     run = train(load_config({**TINY, "out": str(tmp_path / "run")}), progress=False)
-    data = publish(run.last_checkpoint, zoo=tmp_path / "zoo", hardware="test machine")
+    data = publish(run.last_checkpoint, zoo=tmp_path / "zoo", hardware="test machine", crop=32)
     compact = tmp_path / "zoo" / "checkpoints" / "tiny-card.safetensors"
     assert compact.is_file() and data["cost"]["checkpoint_bytes"] == compact.stat().st_size
     assert json.loads((tmp_path / "zoo" / "cards" / "tiny-card.json").read_text()) == data
     assert data["recipe"] == "bidiffsr" and data["target"] == "residual" and data["training"]["steps"] == 3
     assert data["training"]["hardware"] == "test machine" and data["training"]["wall_s"] > 0
     assert data["training"]["reproduce"][0].startswith("binarize train tiny-card.yaml")  # not a shipped experiment
-    assert {row["name"] for row in data["evaluation"]["images"]} == {"chelsea", "flower"}
+    assert {(row["name"], row["size"]) for row in data["evaluation"]["images"]} == {("chelsea", "32x32"),
+                                                                                   ("flower", "32x32")}
+    assert data["evaluation"]["protocol"].startswith("centred 32x32 crops") and data["demo"]["steps"] == DEMO_STEPS
+    assert data["demo"]["packed"] and data["evaluation"]["steps"] == 2  # the tiny experiment samples with 2 steps
     text = (tmp_path / "zoo" / "cards" / "tiny-card.md").read_text()
     assert text == card_markdown(data) and "## Reproduce" in text and "test machine" in text
 
@@ -61,21 +65,66 @@ def test_demo_reproduces_the_cards_and_beats_bicubic(tmp_path: Path, capsys: pyt
     assert main(["demo", "--out", str(tmp_path), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert json.loads((tmp_path / "report.json").read_text()) == printed
+    assert printed["steps"] == DEMO_STEPS and printed["protocol"].startswith("whole embedded held-out photos")
+    assert {name: image["size"] for name, image in printed["images"].items()} == {"chelsea": "450x300",
+                                                                                  "flower": "640x426"}
     quality = printed["quality"]
-    assert quality["bidiffsr"]["psnr_y"] >= quality["bicubic"]["psnr_y"] + 0.5
+    assert set(quality) == {"bicubic", *demo_module.DEMO_MODELS}
+    for key in demo_module.DEMO_MODELS:  # every model beats bicubic on the whole photos
+        assert quality[key]["psnr_y"] > quality["bicubic"]["psnr_y"], key
     assert quality["fp"]["psnr_y"] > quality["bidiffsr"]["psnr_y"]
-    assert set(quality) == {"bicubic", "fp", "bidiffsr", "bidiffsr_fp_init"}
     assert printed["matches_cards"] is True
     for key, name in demo_module.DEMO_MODELS.items():
         card = TRAINED.get(name).card()
-        assert quality[key]["psnr_y"] == pytest.approx(card["quality"]["model"]["psnr_y"], abs=0.01)
-        # the binarized models sample on packed bits, whose float rounding differs from the fake-quantised model
-        # that measured the cards; a sign flipped by rounding moves SSIM-Y by about 1e-4
-        assert quality[key]["ssim_y"] == pytest.approx(card["quality"]["model"]["ssim_y"], abs=5e-4)
+        demo_card = card["demo"]  # the card's measurement with the demo's protocol
+        assert demo_card["steps"] == DEMO_STEPS and demo_card["packed"] == (card["recipe"] is not None)
+        assert quality[key]["psnr_y"] == pytest.approx(demo_card["quality"]["model"]["psnr_y"], abs=0.01)
+        # the binarized models sample on packed bits: a sign flipped by rounding moves SSIM-Y by about 1e-4
+        assert quality[key]["ssim_y"] == pytest.approx(demo_card["quality"]["model"]["ssim_y"], abs=5e-4)
         assert printed["cost"][key]["checkpoint_bytes"] == TRAINED.get(name).checkpoint.stat().st_size
     assert printed["cost"]["bidiffsr"]["ops_g"] < printed["cost"]["fp"]["ops_g"]
     for key in ("bidiffsr", "bidiffsr_fp_init"):  # sampled on packed bits, size and speed measured
         cost = printed["cost"][key]
         assert 0 < cost["packed_bytes"] < cost["checkpoint_bytes"] / 4 and cost["packed_ms"] > 0
     assert "packed_bytes" not in printed["cost"]["fp"]
-    assert (tmp_path / "side_by_side.png").is_file() and "## Quality" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "## Quality" in report and f"DDIM {DEMO_STEPS} steps" in report
+
+
+def test_the_side_by_side_picture_is_captioned(tmp_path: Path) -> None:
+    """Every column of the demo's picture carries its label (method and PSNR-Y) inside the picture."""
+    from binarize.data import load_image
+    from binarize.showcase.figure import CAPTION_HEIGHT, GAP
+
+    report = demo_module.DemoReport(*_fake_measurements())
+    picture = demo_module._side_by_side(report)
+    psnr = report.psnr_by_image()
+    columns = 2 + len(report.measurements)
+    assert picture.shape[-1] == 640 * columns + GAP * (columns - 1)  # the wider photo's row (flower, 640 px)
+    band = picture[:, :CAPTION_HEIGHT]  # chelsea's row: 450 px columns
+    for index in range(columns):  # dark text in every column's band
+        left = index * (450 + GAP)
+        assert band[:, :, left: left + 450].min() < 0.3, index
+    save = tmp_path / "side.png"
+    from binarize.data import save_image
+
+    save_image(picture, save)
+    assert load_image(save).shape == picture.shape
+    assert set(psnr) == {"bicubic", *report.measurements}
+
+
+def _fake_measurements() -> tuple[dict, dict]:
+    """Demo measurements whose outputs are the bicubic images (no sampling: the picture's layout is the point)."""
+    from types import SimpleNamespace
+
+    from binarize.data import bicubic_upscale
+    from binarize.training.evaluate import EvalReport, test_images
+
+    rows, outputs = [], {}
+    for name, hr, lr in test_images(2):
+        outputs[name] = bicubic_upscale(lr[None], 2)[0].clamp(0, 1)
+        rows.append({"name": name, "size": f"{hr.shape[-1]}x{hr.shape[-2]}", "psnr_y": 30.0, "ssim_y": 0.9,
+                     "bicubic_psnr_y": 29.0, "bicubic_ssim_y": 0.8})
+    checkpoint = SimpleNamespace(config=SimpleNamespace(scale=2))
+    measurement = SimpleNamespace(report=EvalReport(rows, outputs), checkpoint=checkpoint, steps=DEMO_STEPS)
+    return {key: measurement for key in demo_module.DEMO_MODELS}, {key: {} for key in demo_module.DEMO_MODELS}

@@ -6,7 +6,7 @@ measured, never retrained. Each run is judged by
 
 * the held-out denoising loss (:func:`binarize.diffusion.denoising_loss`: fixed timesteps and noise on the centred
   crops of the held-out photos): lower is better, and it separates methods long before sampled images do;
-* in modes that sample, PSNR-Y / SSIM-Y of DDIM samples of the held-out photos against bicubic upsampling;
+* in modes that sample, PSNR-Y / SSIM-Y of DDIM samples of the whole held-out photos against bicubic upsampling;
 * the cost of one forward pass in the paper's convention (:func:`binarize.measure_cost`).
 
 As in the paper's comparison, every method binarizes the same layers: the earlier methods (``bnn`` ... ``bbcu``)

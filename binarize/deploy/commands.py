@@ -64,11 +64,10 @@ def _binarized_spec(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     if not args.recipe:
         raise CommandError(f"{args.source} is not a checkpoint; a model spec needs --recipe (e.g. --recipe reactnet)")
     from binarize.api import binarize
-    from binarize.specs import resolve_model
-    from binarize.training.evaluate import TRUSTED_MODEL_PREFIXES
+    from binarize.specs import resolve_model, untrusted_code
 
-    if not args.trust_code and not args.source.startswith(TRUSTED_MODEL_PREFIXES):
-        raise CommandError(f"{args.source} runs a Python file to build the model; pass --trust-code if you trust it")
+    if (refused := untrusted_code(args.source, args.trust_code, "the model spec")) is not None:
+        raise CommandError(refused)
     spec = resolve_model(args.source, size=args.size)
     model = binarize(spec.model, args.recipe, example_inputs=spec.example_inputs(args.size)).eval()
     return model, {"model": args.source, "size": args.size}

@@ -34,8 +34,9 @@ from torch import Tensor, nn
 
 from binarize.deploy.container import ExportError, compressed_json, read_compressed_json, read_container, write_container
 from binarize.deploy.freeze import freeze
-from binarize.deploy.packed import NotPackableError, binary_signs, output_rows
+from binarize.deploy.packed import NotPackableError, binary_signs, output_rows, rows_to_weight
 from binarize.errors import BinarizeError
+from binarize.specs import untrusted_code
 from binarize.nn.layers import BinaryLayerMixin
 
 __all__ = ["FORMAT", "ExportError", "ExportReport", "PackedFile", "export", "export_checkpoint", "load", "read_packed"]
@@ -97,17 +98,6 @@ def _unpack_bytes(data: Tensor, count: int) -> Tensor:
     """The inverse of :func:`_pack_bytes`: ``(O, count)`` signs as ``float32``."""
     bits = (data.to(torch.int32).unsqueeze(-1) >> torch.arange(8, dtype=torch.int32)) & 1
     return (1 - 2 * bits.reshape(data.shape[0], -1)[:, :count]).to(torch.float32)
-
-
-def _from_rows(rows: Tensor, layer: BinaryLayerMixin) -> Tensor:
-    """The inverse of :func:`~binarize.deploy.packed.output_rows`: ``(O, R)`` back to the weight's layout."""
-    shape = tuple(layer.weight.shape)
-    if type(layer).__name__ == "BinaryConvTranspose2d":
-        groups = layer.groups  # type: ignore[attr-defined]
-        cin, og = shape[:2]
-        grouped = rows.reshape(groups, og, cin // groups, -1).transpose(1, 2)
-        return grouped.reshape(shape)
-    return rows.reshape(shape)
 
 
 def _binary_layers(model: nn.Module) -> dict[str, BinaryLayerMixin]:
@@ -243,7 +233,7 @@ class PackedFile:
                 f"file, but a {type(layer).__name__} with weight {tuple(layer.weight.shape)} in the model"
             )
         rows = _unpack_bytes(self.tensors[name + _BITS], entry["bits"])
-        return _from_rows(rows, layer), self.tensors[name + _ALPHA].to(torch.float32)
+        return rows_to_weight(rows, layer), self.tensors[name + _ALPHA].to(torch.float32)
 
     def float_state(self) -> dict[str, Tensor]:
         """The stored tensors that are not packed weights, by state-dict name."""
@@ -305,7 +295,7 @@ def load(
     with torch.no_grad():
         for name, (signs, alpha) in given.items():
             layer = layers[name]
-            layer.weight.copy_(_from_rows(output_rows(signs, layer) * alpha[:, None], layer))
+            layer.weight.copy_(rows_to_weight(output_rows(signs, layer) * alpha[:, None], layer))
         _load_state(skeleton, state, found)
     skeleton.eval()
     if not packed:
@@ -348,8 +338,6 @@ def _rebuild(found: PackedFile, trust_code: bool) -> nn.Module:
     """The binarized architecture described by the file's source and recipe (weights to be overwritten)."""
     from binarize.api import binarize
     from binarize.specs import resolve_model
-    from binarize.training.evaluate import TRUSTED_MODEL_PREFIXES
-
     source = found.source
     if source is None:
         raise ExportError(f"{found.path} stores no model source; pass the binarized architecture (load(..., model=))")
@@ -362,10 +350,10 @@ def _rebuild(found: PackedFile, trust_code: bool) -> nn.Module:
         except ConfigError as exc:
             raise ExportError(f"{found.path}: the experiment config it stores does not validate: {exc}") from None
         spec = config.model
-        _check_trust(found, spec, trust_code, TRUSTED_MODEL_PREFIXES)
+        _check_trust(found, spec, trust_code)
         return build_model(config, found.recipe).model
     spec = str(source.get("model"))
-    _check_trust(found, spec, trust_code, TRUSTED_MODEL_PREFIXES)
+    _check_trust(found, spec, trust_code)
     if found.recipe is None:
         raise ExportError(f"{found.path} stores no recipe; pass the binarized architecture (load(..., model=))")
     size = source.get("size")
@@ -378,9 +366,6 @@ def _rebuild(found: PackedFile, trust_code: bool) -> nn.Module:
     return binarize(base, found.recipe, example_inputs=resolved.example_inputs(size))
 
 
-def _check_trust(found: PackedFile, spec: str, trust_code: bool, trusted: tuple[str, ...]) -> None:
-    if not trust_code and not spec.startswith(trusted):
-        raise ExportError(
-            f"{found.path} builds its model by running the Python file {spec!r}; pass --trust-code "
-            "(trust_code=True) if you trust that file"
-        )
+def _check_trust(found: PackedFile, spec: str, trust_code: bool) -> None:
+    if (refused := untrusted_code(spec, trust_code, str(found.path))) is not None:
+        raise ExportError(refused)

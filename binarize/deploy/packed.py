@@ -50,6 +50,7 @@ __all__ = [
     "binary_signs",
     "output_rows",
     "pack_layer",
+    "rows_to_weight",
 ]
 
 
@@ -91,6 +92,16 @@ def output_rows(weight: Tensor, layer: BinaryLayerMixin) -> Tensor:
         grouped = weight.reshape(groups, cin // groups, og, -1).transpose(1, 2)
         return grouped.reshape(groups * og, -1)
     return weight.reshape(weight.shape[0], -1)
+
+
+def rows_to_weight(rows: Tensor, layer: BinaryLayerMixin) -> Tensor:
+    """The inverse of :func:`output_rows`: ``(O, R)`` rows back to the layer's weight layout."""
+    shape = tuple(layer.weight.shape)
+    if isinstance(layer, BinaryConvTranspose2d):
+        groups = layer.groups
+        cin, og = shape[:2]
+        return rows.reshape(groups, og, cin // groups, -1).transpose(1, 2).reshape(shape)
+    return rows.reshape(shape)
 
 
 def _check_input_sign(layer: BinaryLayerMixin) -> None:

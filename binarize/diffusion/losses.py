@@ -5,7 +5,8 @@ Training (SR3 / BI-DiffSR): draw a timestep :math:`t` and noise :math:`\epsilon`
 network output and the target's training target (:mod:`binarize.diffusion.targets`):
 
 .. math:: \mathcal L = \bigl\lVert f_\theta(x_t, t, \text{cond}) - y \bigr\rVert_1, \qquad
-          y = \epsilon \ (\texttt{epsilon}) \text{ or } x_0 \ (\texttt{x0}, \texttt{residual}).
+          y = \epsilon \ (\texttt{epsilon}), \ x_0 \ (\texttt{x0}, \texttt{residual}) \text{ or }
+          F^\ast \ (\texttt{residual-edm}).
 
 The release draws one timestep per batch; :func:`draw_timesteps` draws one per sample by default (a binarized
 network with per-sample TaR / TaA handles mixed batches), or one per batch with ``per_sample=False``.
@@ -46,12 +47,28 @@ def training_loss(
     cond: Tensor,
     t: Tensor,
     noise: Tensor,
+    *,
+    teacher: Denoiser | None = None,
+    teacher_weight: float = 1.0,
 ) -> Tensor:
-    """The L1 loss of one batch (see the module docstring); ``t`` and ``noise`` are given, so it is deterministic."""
+    r"""The L1 loss of one batch (see the module docstring); ``t`` and ``noise`` are given, so it is deterministic.
+
+    With a ``teacher`` (a trained network with the same target, e.g. the full-precision model a binary one is made
+    from), the output is also pulled towards the teacher's output at the same :math:`x_t` (knowledge distillation,
+    Hinton et al. 2015, as used for binary networks in ReActNet, Liu et al. 2020):
+    :math:`\mathcal L + w \lVert f_\theta - f_\text{teacher} \rVert_1` with :math:`w` = ``teacher_weight``.
+    """
     x0 = target.clean(hr, cond)
-    x_t = schedule.add_noise(x0, t.to(hr.device), noise)
-    output = denoiser(x_t, t.to(hr.device), cond)
-    return (output - target.training_target(x0, noise)).abs().mean()
+    t = t.to(hr.device)
+    x_t = schedule.add_noise(x0, t, noise)
+    output = denoiser(x_t, t, cond)
+    signal, sigma = schedule.coefficients(t, x_t)
+    loss = (output - target.training_target(x0, noise, x_t, signal, sigma)).abs().mean()
+    if teacher is not None:
+        with torch.no_grad():
+            taught = teacher(x_t, t, cond)
+        loss = loss + teacher_weight * (output - taught).abs().mean()
+    return loss
 
 
 @torch.no_grad()

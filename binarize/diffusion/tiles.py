@@ -65,7 +65,7 @@ class TilePlan:
         steps: sampling steps.
         peak_bytes: the estimated peak memory (the network on one tile plus the full-size buffers).
         budget_bytes: the memory the plan was allowed to use.
-        seconds: the estimated sampling time.
+        seconds: the estimated sampling time (``None``: not estimated, see ``estimate`` of :func:`plan_tiles`).
         exact: the memory was counted on the meta device at the tile's size (``False``: extrapolated from two
             measured probes).
     """
@@ -77,7 +77,7 @@ class TilePlan:
     steps: int
     peak_bytes: int
     budget_bytes: int
-    seconds: float
+    seconds: float | None
     exact: bool = True
 
     def describe(self) -> str:
@@ -91,7 +91,8 @@ class TilePlan:
         memory = f"about {format_bytes(self.peak_bytes)}" + ("" if self.exact else " (extrapolated)")
         return (
             f"{self.width}x{self.height} output {layout}, {self.steps} steps: {memory} of memory "
-            f"({format_bytes(self.budget_bytes)} allowed), about {_duration(self.seconds)}"
+            f"({format_bytes(self.budget_bytes)} allowed)"
+            + ("" if self.seconds is None else f", about {_duration(self.seconds)}")
         )
 
 
@@ -152,6 +153,7 @@ class _Footprint:
         self.model, self.batch, self.channels, self.timestep = model, batch, channels, timestep
         self.timed = model if timed is None else timed
         self.device = next(model.parameters()).device
+        self._measured: dict[tuple[int, int], tuple[int, int] | None] = {}
         self.meta = _meta_copy(model)
         self.exact = self.meta is not None and self._meta_run(_PROBES[0], _PROBES[0]) is not None
         if not self.exact:
@@ -180,8 +182,15 @@ class _Footprint:
         x = torch.zeros(self.batch, self.channels, height, width, device=device)
         return x, torch.full((self.batch,), self.timestep, dtype=torch.long, device=device)
 
-    @torch.no_grad()
     def _meta_run(self, height: int, width: int) -> tuple[int, int] | None:
+        """Peak bytes and operations at ``height x width`` on the meta device (``None``: it cannot run there),
+        measured once per size."""
+        if (height, width) not in self._measured:
+            self._measured[height, width] = self._count_on_meta(height, width)
+        return self._measured[height, width]
+
+    @torch.no_grad()
+    def _count_on_meta(self, height: int, width: int) -> tuple[int, int] | None:
         from torch.utils.flop_counter import FlopCounterMode
 
         from binarize.bench.memory import LiveTensorBytes
@@ -224,6 +233,7 @@ def plan_tiles(
     tile: int | None | str = "auto",
     budget: int | None = None,
     timed: nn.Module | None = None,
+    estimate: bool = True,
 ) -> TilePlan:
     """Plan the sampling of one condition tensor of ``shape`` ``(B, C, H, W)`` (the upsampled LR image).
 
@@ -239,6 +249,8 @@ def plan_tiles(
         timed: the network whose evaluations are timed for the estimate, when another one runs than ``model``
             (a packed network, :func:`binarize.deploy.freeze`, planned with the memory of its float form, which
             bounds its own).
+        estimate: time one real evaluation for the time estimate (``False``: only plan, ``seconds`` is ``None``;
+            the tile chosen is the same, since it depends on memory and operation counts only).
 
     Raises:
         TilingError: with ``"auto"``, the full-size buffers alone or the smallest tile do not fit the budget.
@@ -260,7 +272,7 @@ def plan_tiles(
         tile = None
     tiles = tile_count(height, width, tile, overlap)
     side_h, side_w = (height, width) if tile is None else (min(tile, height), min(tile, width))
-    seconds = footprint.seconds(side_h, side_w) * tiles * steps
+    seconds = footprint.seconds(side_h, side_w) * tiles * steps if estimate else None
     return TilePlan(height, width, tile, tiles, steps, peak(side_h, side_w), allowed, seconds, footprint.exact)
 
 
@@ -318,6 +330,15 @@ def _fastest_tile(height: int, width: int, multiple: int, overlap: int, largest:
         tiles = tile_count(height, width, candidate, overlap)
         return tiles * footprint.work(min(candidate, height), min(candidate, width))
 
+    if largest is None:
+        # Every tiling of tiles of side s costs at least (pixels) x (work per pixel at s), and work per pixel only
+        # grows with the side (convolutions: constant; attention: growing), so the smallest side bounds them all:
+        # when the whole image is within 10 % of that bound (no attention to speak of), no tiling can win.
+        side = min(candidates)
+        side_h, side_w = min(side, height), min(side, width)
+        floor = height * width * footprint.work(side_h, side_w) / (side_h * side_w)
+        if cost(top) <= 1.1 * floor:
+            return None
     best = min(sorted(candidates, reverse=True), key=cost)
     if largest is None and cost(top) <= 1.1 * cost(best):
         return None

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from binarize._files import atomic_path, write_text_atomic
-from binarize.showcase.measure import ModelMeasurement, measure_checkpoint
+from binarize.showcase.measure import DEMO_STEPS, ModelMeasurement, measure_checkpoint, protocol_text
 from binarize.training.checkpoint import CheckpointError, compact_checkpoint, read_checkpoint
 from binarize.training.config import ExperimentConfig, available_experiments, load_config
-from binarize.training.data import HELD_OUT_CROP
 
 __all__ = ["card_data", "card_markdown", "publish", "reproduce_commands", "training_summary"]
 
@@ -59,8 +58,11 @@ def _without_out(config: ExperimentConfig) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if k != "out"}
 
 
-def card_data(name: str, measurement: ModelMeasurement, training: dict[str, Any], hardware: str) -> dict[str, Any]:
-    """The card as plain data (what ``cards/NAME.json`` holds)."""
+def card_data(name: str, measurement: ModelMeasurement, training: dict[str, Any], hardware: str,
+              demo: ModelMeasurement | None = None) -> dict[str, Any]:
+    """The card as plain data (what ``cards/NAME.json`` holds); ``demo`` is the measurement ``binarize demo`` makes
+    (:data:`~binarize.showcase.measure.DEMO_STEPS` steps, binarized models packed), which the demo checks itself
+    against."""
     checkpoint = measurement.checkpoint
     config = checkpoint.config
     recipe = checkpoint.recipe["name"] if checkpoint.recipe else None
@@ -73,15 +75,17 @@ def card_data(name: str, measurement: ModelMeasurement, training: dict[str, Any]
         "config": _without_out(config),
         "training": {**training, "steps": checkpoint.step, "hardware": hardware,
                      "reproduce": reproduce_commands(config, checkpoint.step, name)},
-        "evaluation": {
-            "images": measurement.report.rows,
-            "protocol": f"centred {HELD_OUT_CROP}x{HELD_OUT_CROP} crops of the embedded held-out photos, bicubic "
-                        f"x{config.scale} downscale as input, DDIM {config.diffusion.sampling_steps} steps, seed 0, "
-                        f"PSNR-Y / SSIM-Y with {config.scale} border pixels cropped",
-        },
+        "evaluation": _evaluation(measurement),
         "quality": {"bicubic": measurement.bicubic, "model": measurement.quality},
+        **({"demo": {**_evaluation(demo), "quality": {"bicubic": demo.bicubic, "model": demo.quality},
+                     "packed": demo.deployment is not None}} if demo is not None else {}),
         "cost": {**measurement.cost, "checkpoint_bytes": measurement.checkpoint_bytes},
     }
+
+
+def _evaluation(measurement: ModelMeasurement) -> dict[str, Any]:
+    return {"images": measurement.report.rows, "steps": measurement.steps, "crop": measurement.crop,
+            "protocol": protocol_text(measurement.checkpoint.config.scale, measurement.steps, measurement.crop)}
 
 
 def card_markdown(data: dict[str, Any]) -> str:
@@ -103,27 +107,33 @@ def card_markdown(data: dict[str, Any]) -> str:
         f"{diffusion['per_sample_t']} |",
         f"| sampling | DDIM, {diffusion['sampling_steps']} steps |",
         f"| data | {config['data']['patch']} px HR patches, batch {config['data']['batch']} |",
-        f"| optimiser | Adam, lr {config['optim']['lr']:g}, betas {tuple(config['optim']['betas'])} |",
+        f"| optimiser | Adam, lr {config['optim']['lr']:g}{_lr_schedule(config['optim'])}, betas "
+        f"{tuple(config['optim']['betas'])} |",
         f"| initial weights | {config.get('init') or 'random (seed ' + str(config['seed']) + ')'} |",
+        *([f"| teacher | {config['teacher']} (distillation weight {config.get('teacher_weight', 1.0):g}) |"]
+          if config.get("teacher") else []),
         f"| steps | {training['steps']} |",
         f"| wall time | {_minutes(training.get('wall_s'))} on {training['hardware']} |",
         f"| held-out denoising loss | {_number(training.get('held_out_loss'), '.5f')} |",
         "",
         "## Quality",
         "",
-        data["evaluation"]["protocol"] + ".",
+        _sentence(data["evaluation"]["protocol"]),
         "",
-        "| image | bicubic PSNR-Y | PSNR-Y | bicubic SSIM-Y | SSIM-Y |",
-        "| --- | --- | --- | --- | --- |",
+        *_quality_table(data["evaluation"]["images"], quality),
+        "",
     ]
-    for row in data["evaluation"]["images"]:
-        lines.append(f"| {row['name']} | {row['bicubic_psnr_y']:.2f} | {row['psnr_y']:.2f} | "
-                     f"{row['bicubic_ssim_y']:.4f} | {row['ssim_y']:.4f} |")
-    gain = quality["model"]["psnr_y"] - quality["bicubic"]["psnr_y"]
+    if "demo" in data:
+        demo = data["demo"]
+        lines += [
+            f"`binarize demo` samples with {demo['steps']} DDIM steps"
+            + (" on packed bits" if demo.get("packed") else "") + " (under a minute on two cores): "
+            + demo["protocol"] + ".",
+            "",
+            *_quality_table(demo["images"], demo["quality"]),
+            "",
+        ]
     lines += [
-        f"| **mean** | {quality['bicubic']['psnr_y']:.2f} | **{quality['model']['psnr_y']:.2f}** ({gain:+.2f} dB) | "
-        f"{quality['bicubic']['ssim_y']:.4f} | **{quality['model']['ssim_y']:.4f}** |",
-        "",
         "## Cost",
         "",
         f"One network evaluation for a 3 x {cost['size']} x {cost['size']} output, the paper's convention "
@@ -144,6 +154,31 @@ def card_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
+def _lr_schedule(optim: dict[str, Any]) -> str:
+    schedule, warmup = optim.get("schedule", "constant"), optim.get("warmup", 0)
+    parts = [schedule] + ([f"{warmup} warm-up steps"] if warmup else [])
+    return f" ({', '.join(parts)})"
+
+
+def _quality_table(rows: list[dict[str, Any]], quality: dict[str, Any]) -> list[str]:
+    lines = ["| image | size | bicubic PSNR-Y | PSNR-Y | vs bicubic | bicubic SSIM-Y | SSIM-Y |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        lines.append(f"| {row['name']} | {row['size']} | {row['bicubic_psnr_y']:.2f} | {row['psnr_y']:.2f} | "
+                     f"{row['psnr_y'] - row['bicubic_psnr_y']:+.2f} | {row['bicubic_ssim_y']:.4f} | "
+                     f"{row['ssim_y']:.4f} |")
+    gain = quality["model"]["psnr_y"] - quality["bicubic"]["psnr_y"]
+    lines.append(
+        f"| **mean** | | {quality['bicubic']['psnr_y']:.2f} | **{quality['model']['psnr_y']:.2f}** | **{gain:+.2f}** | "
+        f"{quality['bicubic']['ssim_y']:.4f} | **{quality['model']['ssim_y']:.4f}** |"
+    )
+    return lines
+
+
 def _minutes(seconds: float | None) -> str:
     return "unknown" if seconds is None else f"{seconds / 60:.0f} min"
 
@@ -153,7 +188,8 @@ def _number(value: float | None, spec: str) -> str:
 
 
 def publish(checkpoint: str | Path, *, name: str | None = None, zoo: str | Path | None = None,
-            hardware: str = "unknown hardware", overwrite: bool = False, trust_code: bool = False) -> dict[str, Any]:
+            hardware: str = "unknown hardware", overwrite: bool = False, trust_code: bool = False,
+            crop: int | None = None) -> dict[str, Any]:
     """Compact ``checkpoint`` into ``zoo/checkpoints/NAME.safetensors``, measure that file and write its card.
 
     Args:
@@ -163,6 +199,8 @@ def publish(checkpoint: str | Path, *, name: str | None = None, zoo: str | Path 
         hardware: where it was trained, for the card.
         overwrite: replace an existing zoo entry of the same name (otherwise an error).
         trust_code: allow a model built by running a Python file (see :func:`~binarize.training.load_model`).
+        crop: measure centred crops of this side instead of the whole photos (quicker for a large network; the
+            card says so).
 
     The compact file is written and measured beside the zoo first and moved into place only when that succeeded,
     so a checkpoint that fails never replaces or half-writes an entry.
@@ -186,8 +224,9 @@ def publish(checkpoint: str | Path, *, name: str | None = None, zoo: str | Path 
         )
     with atomic_path(target) as staged:
         compact_checkpoint(source, staged)
-        measurement = measure_checkpoint(staged, trust_code=trust_code)
-    data = card_data(name, measurement, training_summary(source.parent.parent), hardware)
+        measurement = measure_checkpoint(staged, trust_code=trust_code, crop=crop)
+        demo = measure_checkpoint(staged, steps=DEMO_STEPS, trust_code=trust_code, packed=True, crop=crop)
+    data = card_data(name, measurement, training_summary(source.parent.parent), hardware, demo)
     write_text_atomic(root / "cards" / f"{name}.json", json.dumps(data, indent=2) + "\n")
     write_text_atomic(root / "cards" / f"{name}.md", card_markdown(data))
     return data

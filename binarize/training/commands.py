@@ -63,7 +63,11 @@ def _configure_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a checkpoint written by `binarize train`, or zoo:NAME (a trained zoo model)")
     parser.add_argument("--data", help="HR image folder (default: the embedded held-out photos)")
     parser.add_argument("--lr-dir", help="matching LR images (default: bicubic downscaling of the HR images)")
-    parser.add_argument("--full", action="store_true", help="whole embedded photos instead of their centred crops")
+    region = parser.add_mutually_exclusive_group()
+    region.add_argument("--crop", type=positive_int, metavar="PX",
+                        help="evaluate centred PX x PX crops of the embedded held-out photos instead of the whole "
+                             "photos (quicker; the report says so)")
+    region.add_argument("--full", action="store_true", help="whole photos (the default)")
     _add_sampling_arguments(parser)
     parser.add_argument("--out", default="eval_out", help="folder for eval.json, eval.md and eval.png")
     parser.add_argument("--json", action="store_true", help="print the JSON report")
@@ -76,18 +80,24 @@ def _configure_eval(parser: argparse.ArgumentParser) -> None:
     configure=_configure_eval,
 )
 def run_eval(args: argparse.Namespace) -> int:
-    from binarize.training.data import HELD_OUT_CROP
     from binarize.training.evaluate import evaluate, load_model, sampler_for, test_images
 
+    if args.crop is not None and args.data is not None:
+        raise CommandError("--crop applies to the embedded held-out photos; an image folder (--data) is evaluated "
+                           "whole: leave out --crop, or crop the folder's images yourself")
     model, checkpoint = load_model(_checkpoint_path(args.checkpoint), trust_code=args.trust_code)
-    sampler_for(checkpoint.config, args.steps)  # a bad --steps fails before any work
-    images = test_images(checkpoint.config.scale, args.data, args.lr_dir, None if args.full else HELD_OUT_CROP)
+    sampler = sampler_for(checkpoint.config, args.steps)  # a bad --steps fails before any work
+    images = test_images(checkpoint.config.scale, args.data, args.lr_dir, args.crop)
+    what = "whole images" if args.crop is None else f"centred {args.crop}x{args.crop} crops"
+    title = (f"{checkpoint.config.name} (step {checkpoint.step}): {what}, x{checkpoint.config.scale}, "
+             f"DDIM {sampler.steps} steps, seed {args.seed}")
     report = evaluate(model, checkpoint.config, images, steps=args.steps, seed=args.seed, tile=args.tile,
-                      budget=args.max_memory, out=args.out, title=f"{checkpoint.config.name} (step {checkpoint.step})")
+                      budget=args.max_memory, out=args.out, title=title)
     if args.json:
-        print(json.dumps(report.to_dict()))
+        print(json.dumps({**report.to_dict(), "protocol": {"crop": args.crop, "steps": sampler.steps,
+                                                           "seed": args.seed, "scale": checkpoint.config.scale}}))
     else:
-        print(report.markdown(f"{checkpoint.config.name} (step {checkpoint.step})"), end="")
+        print(report.markdown(title), end="")
     return 0
 
 

@@ -12,7 +12,8 @@
     data: {source: embedded, patch: 64, batch: 8, workers: 0}
     diffusion: {steps: 2000, beta_start: 1.0e-6, beta_end: 1.0e-2, target: residual,
                 per_sample_t: true}
-    optim: {lr: 2.0e-4, betas: [0.9, 0.99], weight_decay: 0.0}
+    optim: {lr: 2.0e-4, betas: [0.9, 0.99], weight_decay: 0.0,
+            schedule: constant, warmup: 0}   # or schedule: cosine (decays to 0)
     steps: 2000
     seed: 0
     log_every: 10
@@ -20,6 +21,9 @@
     eval_every: 0           # held-out denoising loss every N steps (0: only at the end)
     # start from a full-precision checkpoint (a file or zoo:NAME), then binarize
     init: null
+    # distil from a trained network with the same target (a file or zoo:NAME)
+    teacher: null
+    teacher_weight: 1.0
     out: runs/bidiffsr-small-x2
 
 ``binarize train CONFIG.yaml --set optim.lr=1e-4 --set steps=500`` overrides single keys (values are read as YAML).
@@ -109,17 +113,33 @@ class DiffusionConfig:
 
 @dataclass
 class OptimConfig:
-    """Adam.
+    r"""Adam and its learning-rate schedule.
 
     Attributes:
-        lr: learning rate (constant).
+        lr: the peak learning rate.
         betas: Adam's betas.
         weight_decay: L2 penalty.
+        schedule: ``constant`` or ``cosine``: after warm-up,
+            :math:`\text{lr}_k = \text{lr} \cdot \tfrac12 \bigl(1 + \cos(\pi \frac{k - w}{N - w})\bigr)` for step
+            :math:`k` of :math:`N` (Loshchilov & Hutter, "SGDR", ICLR 2017, without restarts).
+        warmup: steps of linear warm-up from 0 to ``lr`` (both schedules).
     """
 
     lr: float = 2e-4
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup: int = 0
+
+    def lr_at(self, step: int, total: int) -> float:
+        """The learning rate of step ``step`` (0-based) of a ``total``-step run: a pure function of the step, so a
+        resumed run uses the rates an uninterrupted one does."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        if self.schedule == "constant":
+            return self.lr
+        progress = (step - self.warmup) / max(total - self.warmup, 1)
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -130,6 +150,10 @@ class ExperimentConfig:
     ``recipe: null``, or ``zoo:NAME`` of a trained zoo model): a fresh run loads its weights into the
     full-precision network before binarizing it. Structure-only rewriting is function-preserving, so the binarized
     network starts from the trained full-precision function up to the binarizers themselves.
+
+    ``teacher`` names a trained network (a ``binarize train`` checkpoint or ``zoo:NAME``) with the same scale and
+    diffusion target: every step also pulls the output towards the teacher's at the same noisy input, weighted by
+    ``teacher_weight`` (see :func:`~binarize.diffusion.training_loss`).
     """
 
     name: str = "experiment"
@@ -146,6 +170,8 @@ class ExperimentConfig:
     checkpoint_every: int = 200
     eval_every: int = 0
     init: str | None = None
+    teacher: str | None = None
+    teacher_weight: float = 1.0
     out: str = "runs/experiment"
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,6 +212,15 @@ class ExperimentConfig:
             problems.append("diffusion.sampling_steps cannot exceed diffusion.steps")
         if self.optim.lr <= 0:
             problems.append(f"optim.lr must be positive, got {self.optim.lr}")
+        if self.optim.schedule not in _LR_SCHEDULES:
+            problems.append(
+                f"optim.schedule must be one of {', '.join(_LR_SCHEDULES)}, got {self.optim.schedule!r}."
+                f"{did_you_mean(self.optim.schedule, list(_LR_SCHEDULES))}"
+            )
+        if not 0 <= self.optim.warmup < self.steps:
+            problems.append(f"optim.warmup must be from 0 to steps - 1 = {self.steps - 1}, got {self.optim.warmup}")
+        if self.teacher_weight < 0:
+            problems.append(f"teacher_weight must be 0 or more, got {self.teacher_weight}")
         if self.optim.weight_decay < 0:
             problems.append(f"optim.weight_decay must be 0 or more, got {self.optim.weight_decay}")
         if not all(0 <= beta < 1 for beta in self.optim.betas):
@@ -213,6 +248,9 @@ def _UPPER_BOUNDS(config: ExperimentConfig) -> list[tuple[str, int, int]]:  # no
         ("seed", config.seed, 2**63 - 1),
     ]
 
+
+#: The learning-rate schedules of ``optim.schedule``.
+_LR_SCHEDULES = ("constant", "cosine")
 
 _SECTIONS: dict[str, type] = {"data": DataConfig, "diffusion": DiffusionConfig, "optim": OptimConfig}
 

@@ -22,13 +22,11 @@ from binarize.data import ImageFolder, bicubic_downscale, bicubic_upscale, embed
 from binarize.diffusion import PREDICTION_TARGETS, DDIMSampler
 from binarize.diffusion.tiles import plan_tiles
 from binarize.metrics import psnr_y, ssim_y
+from binarize.specs import TRUSTED_MODEL_PREFIXES, untrusted_code
 from binarize.training.checkpoint import Checkpoint, CheckpointError, load_weights, read_checkpoint
 from binarize.training.config import ConfigError, ExperimentConfig
-from binarize.training.data import HELD_OUT_CROP
 from binarize.training.model import build_model
 
-#: Model specs a checkpoint may name without running a file of Python code.
-TRUSTED_MODEL_PREFIXES = ("zoo:", "timm:")
 
 __all__ = ["TRUSTED_MODEL_PREFIXES", "EvalReport", "evaluate", "load_model", "sampler_for", "stack_panels", "test_images", "upscale_image"]
 
@@ -45,11 +43,8 @@ def load_model(checkpoint: str | Path | Checkpoint, *, trust_code: bool = False)
             do not fit the model its config describes.
     """
     found = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint)
-    if not trust_code and not found.config.model.startswith(TRUSTED_MODEL_PREFIXES):
-        raise CheckpointError(
-            f"{found.path} builds its model by running the Python file {found.config.model!r}; pass --trust-code "
-            "(trust_code=True) if you trust that file, since loading the checkpoint runs its code"
-        )
+    if (refused := untrusted_code(found.config.model, trust_code, str(found.path))) is not None:
+        raise CheckpointError(refused)
     built = build_model(found.config, found.recipe)
     load_weights(built.model, found.model_state, found.path, found.config.model)
     return built.model.eval(), found
@@ -71,9 +66,9 @@ def sampler_for(config: ExperimentConfig, steps: int | None = None) -> DDIMSampl
 
 
 def test_images(scale: int, folder: str | None = None, lr_dir: str | None = None,
-                crop: int | None = HELD_OUT_CROP) -> list[tuple[str, Tensor, Tensor]]:
-    """``(name, hr, lr)`` of the evaluation images: the embedded held-out photos (centred ``crop`` crops; ``None``:
-    whole) or an image folder (HR only, or HR/LR pairs)."""
+                crop: int | None = None) -> list[tuple[str, Tensor, Tensor]]:
+    """``(name, hr, lr)`` of the evaluation images: the embedded held-out photos, whole (``crop=None``, the default)
+    or their centred ``crop`` x ``crop`` crops, or an image folder (HR only, or HR/LR pairs)."""
     if folder is None:
         return [
             (name, hr, bicubic_downscale(hr, scale))
@@ -109,7 +104,7 @@ def upscale_image(
     sampler = sampler_for(config, steps)
     cond = bicubic_upscale(lr[None], config.scale)
     if tile == "auto":
-        tile = plan_tiles(model, tuple(cond.shape), sampler.steps, budget=budget).tile
+        tile = plan_tiles(model, tuple(cond.shape), sampler.steps, budget=budget, estimate=False).tile
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     denoiser = model if on_forward is None else _reporting(model, on_forward)

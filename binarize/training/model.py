@@ -108,6 +108,35 @@ def _load_initial_weights(model: nn.Module, config: ExperimentConfig) -> None:
     load_weights(model, found.model_state, path, config.model)
 
 
+def load_teacher(config: ExperimentConfig, device: torch.device | str = "cpu") -> nn.Module | None:
+    """The frozen teacher network named by ``config.teacher`` (``None`` without one), in eval mode on ``device``.
+
+    Raises:
+        ConfigError: the teacher was trained for another scale or diffusion target (its outputs would mean
+            something else), or names a Python file (a teacher must be a zoo model or a checkpoint of a zoo/timm
+            network).
+    """
+    if config.teacher is None:
+        return None
+    from binarize.training.evaluate import load_model
+
+    teacher, found = load_model(resolve_checkpoint(config.teacher))
+    theirs, ours = found.config, config
+    for key, mine, other in (("scale", ours.scale, theirs.scale),
+                             ("diffusion.target", ours.diffusion.target, theirs.diffusion.target),
+                             ("diffusion.steps", ours.diffusion.steps, theirs.diffusion.steps),
+                             ("diffusion.beta_start", ours.diffusion.beta_start, theirs.diffusion.beta_start),
+                             ("diffusion.beta_end", ours.diffusion.beta_end, theirs.diffusion.beta_end)):
+        if mine != other:
+            raise ConfigError(
+                f"teacher {config.teacher!r} was trained with {key} {other!r}, this experiment uses {mine!r}; a "
+                "teacher's output is only a target under the same scale and diffusion"
+            )
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher.to(device).eval()
+
+
 def resolve_checkpoint(spec: str | Path) -> Path:
     """A checkpoint file from a path or ``zoo:NAME`` (a trained model of the zoo).
 

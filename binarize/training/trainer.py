@@ -37,7 +37,7 @@ from binarize.training.checkpoint import (
 )
 from binarize.training.config import ExperimentConfig
 from binarize.training.data import held_out_batch, held_out_loss, patch_dataset
-from binarize.training.model import build_model
+from binarize.training.model import build_model, load_teacher
 
 __all__ = ["DivergedError", "TrainResult", "step_seed", "train"]
 
@@ -171,6 +171,7 @@ def train(
         wrapped = DistributedDataParallel(model, device_ids=[where.index] if where.type == "cuda" else None)
     schedule = config.diffusion.schedule()
     target = PREDICTION_TARGETS.get(config.diffusion.target)
+    teacher = load_teacher(config, where)
     dataset = patch_dataset(config, place.world)
     held_out = tuple(x.to(where) for x in held_out_batch(config)) if place.main else None
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
@@ -188,18 +189,21 @@ def train(
             hr, cond = batch["hr"].to(where), batch["cond"].to(where)
             t = draw_timesteps(hr.shape[0], schedule.steps, generator, per_sample=config.diffusion.per_sample_t)
             noise = torch.randn(hr.shape, generator=generator).to(where)
-            loss = training_loss(wrapped, schedule, target, hr, cond, t, noise)
+            loss = training_loss(wrapped, schedule, target, hr, cond, t, noise, teacher=teacher,
+                                 teacher_weight=config.teacher_weight)
             value = _agreed_loss(loss, place)
             if not math.isfinite(value):
                 raise _diverged(step + 1, value, last, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             in_step = True  # only the optimiser step changes what a checkpoint holds
+            for group in optimizer.param_groups:
+                group["lr"] = config.optim.lr_at(step, config.steps)
             optimizer.step()
             losses.append(value)
             in_step = False
             done = step + 1
-            record: dict[str, Any] = {"step": done, "loss": losses[-1]}
+            record: dict[str, Any] = {"step": done, "loss": losses[-1], "lr": optimizer.param_groups[0]["lr"]}
             if place.main and held_out is not None and (
                 (config.eval_every and done % config.eval_every == 0) or done == config.steps
             ):

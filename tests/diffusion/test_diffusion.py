@@ -65,12 +65,12 @@ def oracle(target_name: str, hr: Tensor, cond: Tensor):  # noqa: ANN201 - a deno
 
     def denoise(x_t: Tensor, t: Tensor, c: Tensor) -> Tensor:
         signal, sigma = SCHEDULE.coefficients(t, x_t)
-        return (x_t - signal * x0) / sigma if target.predicts_noise else x0
+        return target.training_target(x0, (x_t - signal * x0) / sigma, x_t, signal, sigma)
 
     return denoise
 
 
-@pytest.mark.parametrize("target", ["epsilon", "x0", "residual"])
+@pytest.mark.parametrize("target", PREDICTION_TARGETS.names())
 def test_ddim_with_an_oracle_recovers_the_image(target: str) -> None:
     hr, cond = torch.rand(2, 3, 8, 8, dtype=torch.float64), torch.rand(2, 3, 8, 8, dtype=torch.float64)
     sampler = DDIMSampler(SCHEDULE, PREDICTION_TARGETS.get(target), steps=10)
@@ -138,7 +138,7 @@ def test_stochastic_sampling_is_reproducible_with_a_generator() -> None:
 
 def test_training_and_held_out_losses() -> None:
     hr, cond = torch.rand(2, 3, 8, 8, dtype=torch.float64), torch.rand(2, 3, 8, 8, dtype=torch.float64)
-    for name in ("epsilon", "x0", "residual"):
+    for name in PREDICTION_TARGETS.names():
         target = PREDICTION_TARGETS.get(name)
         assert denoising_loss(oracle(name, hr, cond), SCHEDULE, target, hr, cond) == pytest.approx(0, abs=1e-9)
     zero = lambda x_t, t, c: torch.zeros_like(x_t)  # noqa: E731
@@ -148,3 +148,46 @@ def test_training_and_held_out_losses() -> None:
     gen = torch.Generator().manual_seed(0)
     assert len(set(draw_timesteps(64, 2000, gen).tolist())) > 1
     assert len(set(draw_timesteps(64, 2000, gen, per_sample=False).tolist())) == 1
+
+
+EDM = PREDICTION_TARGETS.get("residual-edm")
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(1e-4, 1 - 1e-6), st.floats(-1.0, 1.0), st.floats(-3.0, 3.0))  # the schedule's range
+def test_preconditioned_target_round_trips(bar: float, x0_value: float, noise_value: float) -> None:
+    """Training on F* and sampling with c_skip x_t + c_out F give x0 back at every noise level."""
+    signal, sigma = torch.tensor(bar, dtype=torch.float64).sqrt(), torch.tensor(1 - bar, dtype=torch.float64).sqrt()
+    x0, noise = torch.tensor([x0_value], dtype=torch.float64), torch.tensor([noise_value], dtype=torch.float64)
+    x_t = signal * x0 + sigma * noise
+    wanted = EDM.training_target(x0, noise, x_t, signal, sigma)
+    torch.testing.assert_close(EDM.predicted_x0(wanted, x_t, signal, sigma), x0, rtol=0, atol=1e-9)
+
+
+def test_preconditioning_keeps_x_t_at_low_noise_and_predicts_the_residual_at_high_noise() -> None:
+    data = EDM.sigma_data
+    skip, out = EDM.preconditioning(torch.tensor(1.0), torch.tensor(0.0))
+    assert float(skip) == pytest.approx(1.0) and float(out) == 0.0  # no noise: x_t is the answer
+    skip, out = EDM.preconditioning(torch.tensor(0.0), torch.tensor(1.0))
+    assert float(skip) == 0.0 and float(out) == pytest.approx(data)  # pure noise: the network says it all
+    # the training target has unit scale for a clean variable of standard deviation sigma_data, at any noise
+    generator = torch.Generator().manual_seed(0)
+    x0, noise = data * torch.randn(200_000, generator=generator), torch.randn(200_000, generator=generator)
+    for bar in (0.999999, 0.99, 0.5, 1e-4):
+        signal, sigma = torch.tensor(bar).sqrt(), torch.tensor(1 - bar).sqrt()
+        wanted = EDM.training_target(x0, noise, signal * x0 + sigma * noise, signal, sigma)
+        assert float(wanted.std()) == pytest.approx(1.0, rel=0.02), bar
+    with pytest.raises(ValueError, match="not preconditioned"):
+        PREDICTION_TARGETS.get("residual").preconditioning(torch.tensor(1.0), torch.tensor(0.0))
+
+
+def test_distillation_adds_the_distance_to_the_teacher() -> None:
+    hr, cond = torch.rand(2, 3, 8, 8, dtype=torch.float64), torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    t, noise = torch.tensor([5, 1000]), torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    student = lambda x_t, t, c: 0.5 * x_t  # noqa: E731
+    zero = lambda x_t, t, c: torch.zeros_like(x_t)  # noqa: E731
+    plain = float(training_loss(student, SCHEDULE, EDM, hr, cond, t, noise))
+    assert float(training_loss(student, SCHEDULE, EDM, hr, cond, t, noise, teacher=student)) == plain
+    x_t = SCHEDULE.add_noise(EDM.clean(hr, cond), t, noise)
+    taught = float(training_loss(student, SCHEDULE, EDM, hr, cond, t, noise, teacher=zero, teacher_weight=0.25))
+    assert taught == pytest.approx(plain + 0.25 * float((0.5 * x_t).abs().mean()))

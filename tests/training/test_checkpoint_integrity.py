@@ -136,9 +136,9 @@ def test_training_stops_at_the_first_non_finite_loss_keeping_the_last_good_check
     real = trainer.training_loss
     calls = []
 
-    def diverging(*args: object) -> torch.Tensor:
+    def diverging(*args: object, **options: object) -> torch.Tensor:
         calls.append(1)
-        loss = real(*args)
+        loss = real(*args, **options)
         return loss * float("nan") if len(calls) == 3 else loss
 
     monkeypatch.setattr(trainer, "training_loss", diverging)

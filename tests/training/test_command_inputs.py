@@ -212,7 +212,7 @@ def test_publish_never_replaces_or_half_writes_a_zoo_entry(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     zoo = tmp_path / "zoo"
-    assert main(["publish", str(checkpoint), "--zoo", str(zoo), "--name", "good"]) == 0
+    assert main(["publish", str(checkpoint), "--zoo", str(zoo), "--name", "good", "--crop", "32"]) == 0
     capsys.readouterr()
     published = (zoo / "checkpoints" / "good.safetensors").read_bytes()
     assert "already has 'good'" in _error(capsys, "publish", str(checkpoint), "--zoo", str(zoo), "--name", "good")

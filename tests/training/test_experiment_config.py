@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,10 @@ def test_yaml_file_and_overrides(tmp_path: Path) -> None:
         ({"data": {"bach": 3}}, [], "unknown key 'data.bach'.*'batch'"),
         ({"steps": "many"}, [], "steps must be int"),
         ({"optim": {"betas": [0.9]}}, [], "optim.betas must be tuple"),
-        ({"diffusion": {"target": "eps"}}, [], "diffusion.target must be one of epsilon, residual, x0"),
+        ({"diffusion": {"target": "eps"}}, [], "diffusion.target must be one of epsilon, residual, residual-edm, x0"),
+        ({"optim": {"schedule": "cosin"}}, [], "optim.schedule must be one of constant, cosine.*Did you mean 'cosine'"),
+        ({"steps": 10, "optim": {"warmup": 10}}, [], "optim.warmup must be from 0 to steps - 1 = 9"),
+        ({"teacher_weight": -1}, [], "teacher_weight must be 0 or more"),
         ({"data": {"patch": 40}}, [], "multiple of 8 x scale = 16"),
         ({"steps": 0}, [], "steps must be positive"),
         ({}, ["steps"], "KEY=VALUE"),
@@ -52,3 +56,15 @@ def test_unreadable_files(tmp_path: Path) -> None:
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_learning_rate_schedules(warmup: int) -> None:
+    constant = load_config({"steps": 20, "optim": {"lr": 1e-3, "warmup": warmup}}).optim
+    cosine = load_config({"steps": 20, "optim": {"lr": 1e-3, "warmup": warmup, "schedule": "cosine"}}).optim
+    for step in range(warmup):  # linear warm-up to the peak, in both
+        assert constant.lr_at(step, 20) == cosine.lr_at(step, 20) == pytest.approx(1e-3 * (step + 1) / warmup)
+    assert [constant.lr_at(step, 20) for step in range(warmup, 20)] == [1e-3] * (20 - warmup)
+    decayed = [cosine.lr_at(step, 20) for step in range(warmup, 20)]
+    assert decayed[0] == pytest.approx(1e-3) and all(a > b for a, b in zip(decayed, decayed[1:]))
+    assert decayed[-1] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * (19 - warmup) / (20 - warmup))))

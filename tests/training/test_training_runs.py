@@ -14,10 +14,11 @@ import torch
 
 from binarize.cli import main
 from binarize.data import load_image, save_image
-from binarize.training import CheckpointError, load_config, load_model, read_checkpoint, train
+from binarize.training import CheckpointError, ConfigError, load_config, load_model, read_checkpoint, train
 from tiny_experiment import tiny_experiment
 
-TINY = tiny_experiment("tiny", recipe="bidiffsr", steps=4, log_every=1, checkpoint_every=2)
+TINY = tiny_experiment("tiny", recipe="bidiffsr", steps=4, log_every=1, checkpoint_every=2,
+                       optim={"schedule": "cosine", "warmup": 1})
 
 
 def tiny(tmp_path: Path, name: str = "run", **changes: object) -> dict:
@@ -35,6 +36,8 @@ def test_resuming_is_exact(tmp_path: Path) -> None:
         assert torch.equal(a, b), name
     log = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4] and "held_out_loss" in log[-1]
+    config = load_config(tiny(tmp_path))
+    assert [r["lr"] for r in log] == [config.optim.lr_at(step, 4) for step in range(4)]  # warm-up, then cosine
 
 
 def test_checkpoint_rebuilds_the_model_from_the_file_alone(tmp_path: Path) -> None:
@@ -61,11 +64,17 @@ def test_cli_train_eval_upscale(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["train", str(config), "--no-progress", "--steps", "2"]) == 0
     assert "trained tiny to step 2" in capsys.readouterr().out
     checkpoint = next((tmp_path / "run" / "checkpoints").glob("*.safetensors"))
-    assert main(["eval", str(checkpoint), "--out", str(tmp_path / "ev"), "--json"]) == 0
+    assert main(["eval", str(checkpoint), "--out", str(tmp_path / "ev"), "--json", "--steps", "1", "--tile", "64"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert [r["name"] for r in report["images"]] == ["chelsea", "flower"]
+    assert [(r["name"], r["size"]) for r in report["images"]] == [("chelsea", "450x300"), ("flower", "640x426")]
+    assert report["protocol"] == {"crop": None, "steps": 1, "seed": 0, "scale": 2}  # whole photos by default
     assert report["mean"]["bicubic_psnr_y"] > 25
     assert {p.name for p in (tmp_path / "ev").iterdir()} == {"eval.json", "eval.md", "eval.png"}
+    assert main(["eval", str(checkpoint), "--out", str(tmp_path / "ev"), "--crop", "64"]) == 0
+    table = capsys.readouterr().out
+    assert "centred 64x64 crops, x2, DDIM 2 steps" in table and "| chelsea | 64x64 |" in table
+    assert main(["eval", str(checkpoint), "--crop", "64", "--data", str(tmp_path)]) == 2
+    assert "an image folder (--data) is evaluated whole" in capsys.readouterr().err
     image = tmp_path / "lr.png"
     save_image(torch.rand(3, 13, 21), image)  # any size: padded for the UNet, cropped back
     assert main(["upscale", str(image), str(tmp_path / "sr.png"), "--model", str(checkpoint), "--steps", "2"]) == 0
@@ -119,3 +128,14 @@ def test_an_interrupted_run_keeps_its_last_finished_step(tmp_path: Path, monkeyp
     assert resumed.resumed_from is not None and resumed.losses == whole.losses[2:]
     for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_distillation_from_a_teacher(tmp_path: Path) -> None:
+    teacher = train(load_config(tiny(tmp_path, "teacher", recipe=None, steps=2)), progress=False).last_checkpoint
+    student = train(load_config(tiny(tmp_path, "student", steps=2, teacher=str(teacher), teacher_weight=0.5)),
+                    progress=False)
+    plain = train(load_config(tiny(tmp_path, "plain", steps=2)), progress=False)
+    assert student.step == 2 and student.losses[0] > plain.losses[0]  # the same first step plus the extra term
+    other = tiny(tmp_path, "other", steps=2, teacher=str(teacher), diffusion={"target": "residual-edm"})
+    with pytest.raises(ConfigError, match="teacher .* was trained with diffusion.target 'residual'"):
+        train(load_config(other), progress=False)
