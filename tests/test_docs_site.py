@@ -425,7 +425,7 @@ def test_type_aliases_in_signatures_are_documented(built_site: Site) -> None:
 def test_demo_report_shows_tables_and_picture(built_site: Site) -> None:
     article = _article(built_site.page("getting-started"))
     headers = [[th.text.strip() for th in table.find_all("th")] for table in article.find_all("table")]
-    assert any("PSNR-Y (dB)" in h for h in headers), f"no quality table on the page: {headers}"
+    assert any("mean PSNR-Y" in h and "vs bicubic" in h for h in headers), f"no quality table on the page: {headers}"
     assert any("params (M)" in h for h in headers), f"no cost table on the page: {headers}"
     assert "| ---" not in article.text, "a Markdown table is shown as raw text"
     pictures = [img.attrs["src"] for img in article.find_all("img") if "side_by_side" in img.attrs.get("src", "")]
