@@ -123,7 +123,10 @@ class DemoReport:
         photos = list(by_image["bicubic"])
         sizes = {row["name"]: row["size"] for row in next(iter(self.measurements.values())).report.rows}
         head = " | ".join(f"{name} {sizes[name]}" for name in photos)
-        lines = [f"| method | {head} | mean PSNR-Y | vs bicubic | mean SSIM-Y | card, 50 steps: mean (vs bicubic) |",
+        card_steps = {card["evaluation"]["steps"] for card in self.cards.values()
+                      if card.get("evaluation", {}).get("steps")}
+        steps = "/".join(str(n) for n in sorted(card_steps)) or "its"
+        lines = [f"| method | {head} | mean PSNR-Y | vs bicubic | mean SSIM-Y | card, {steps} steps: mean (vs bicubic) |",
                  "| --- |" + " --- |" * (len(photos) + 4)]
         for key, values in quality.items():
             gain = values["psnr_y"] - quality["bicubic"]["psnr_y"]
