@@ -10,6 +10,7 @@ import pytest
 from binarize.bench.quality import (
     ABLATION_LADDER,
     METHODS,
+    QUALITY_MODES,
     QualityResult,
     comparison_recipe,
     measure_quality,
@@ -86,3 +87,14 @@ def test_quality_command_writes_json(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_bad_mode_or_run_is_refused(tmp_path: Path, mode: str, labels: list[str] | None, message: str) -> None:
     with pytest.raises(BinarizeError, match=message):
         measure_quality(mode, out=tmp_path, labels=labels)
+
+
+def test_full_comparison_keeps_the_papers_schedule_and_a_constant_rate(tmp_path: Path) -> None:
+    """The full comparison's numbers stay comparable when the zoo experiment it starts from changes its schedule."""
+    from binarize.bench.quality import _run_config
+
+    config = _run_config(QUALITY_MODES["full"], "bidiffsr", 2000, tmp_path)
+    diffusion = config.diffusion
+    assert (diffusion.steps, diffusion.beta_start, diffusion.beta_end) == (2000, 1e-6, 0.01)
+    assert (config.optim.schedule, config.optim.warmup, config.steps) == ("constant", 0, 2000)
+    assert config.recipe["name"] == "bidiffsr" and config.out == str(tmp_path / "bidiffsr")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from binarize.cli import main
 from binarize.errors import BinarizeError
 from binarize.showcase import card_markdown, publish, training_summary
+from binarize.showcase.cards import earlier_stages, reproduce_commands, with_earlier_stages
 from binarize.showcase import demo as demo_module
 from binarize.showcase.measure import DEMO_STEPS
 from binarize.training import load_config, train
@@ -27,6 +29,22 @@ def test_training_summary_adds_up_resumed_segments(tmp_path: Path) -> None:
     assert summary["wall_s"] == 7.0 and summary["steps"] == 4 and summary["held_out_loss"] == 0.25
     assert summary["held_out_curve"] == [[2, 0.5], [4, 0.25]]
     assert training_summary(tmp_path / "missing") == {}
+
+
+def test_a_second_stage_counts_the_wall_time_of_the_first(tmp_path: Path) -> None:
+    stage = tiny_experiment("tiny-stage", recipe=None, steps=2, log_every=1, checkpoint_every=2)
+    first = train(load_config({**stage, "out": str(tmp_path / "first")}), progress=False)
+    second_config = load_config({**stage, "init": str(first.last_checkpoint), "out": str(tmp_path / "second")})
+    second = train(second_config, progress=False)
+    own = training_summary(tmp_path / "second")
+    both = with_earlier_stages(own, second_config)
+    assert both["stages"] == 2
+    assert both["wall_s"] == pytest.approx(own["wall_s"] + training_summary(tmp_path / "first")["wall_s"])
+    shutil.rmtree(tmp_path / "first")  # the first stage's run folder is gone: only this run's time is known
+    assert with_earlier_stages(own, second_config) == own
+    data = publish(second.last_checkpoint, zoo=tmp_path / "zoo", hardware="test machine", crop=32)
+    assert "stages" not in data["training"] and "stages)" not in card_markdown(data)
+    assert "(2 stages) on test machine" in card_markdown({**data, "training": {**data["training"], "stages": 2}})
 
 
 def test_publish_writes_a_compact_checkpoint_and_its_card(tmp_path: Path) -> None:
@@ -47,12 +65,22 @@ def test_publish_writes_a_compact_checkpoint_and_its_card(tmp_path: Path) -> Non
 
 
 def test_shipped_cards_describe_their_checkpoints() -> None:
-    for name in ("fp-small-x2", "bidiffsr-small-x2", "bidiffsr-small-x2-fp-init"):
+    assert {"fp-small-x2", "bidiffsr-small-x2", "bidiffsr-small-x2-fp-init"} <= set(TRAINED.names())
+    for name in TRAINED.names():
         entry = TRAINED.get(name)
         card = entry.card()
-        assert card["training"]["reproduce"][0] == f"binarize train {name}"
+        assert f"binarize train {name}" in card["training"]["reproduce"]
         assert card["cost"]["checkpoint_bytes"] == entry.checkpoint.stat().st_size
         assert entry.card_markdown.read_text() == card_markdown(card)
+
+
+def test_a_second_stage_card_trains_its_first_stage_first() -> None:
+    second = load_config("fp-small-x2")
+    assert earlier_stages(second) == ["binarize train fp-small-x2-stage1"]
+    assert reproduce_commands(second, 3000, "fp-small-x2")[:2] == ["binarize train fp-small-x2-stage1",
+                                                                   "binarize train fp-small-x2"]
+    assert earlier_stages(load_config("fp-small-x2-stage1")) == []  # random initial weights
+    assert earlier_stages(load_config("fp-small-x4")) == []  # starts from a shipped zoo model
 
 
 def test_missing_zoo_model_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

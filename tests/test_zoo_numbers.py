@@ -2,7 +2,7 @@
 
 Any Markdown table whose header has the columns ``chelsea``, ``flower``, ``mean PSNR-Y``, ``vs bicubic`` and
 ``mean SSIM-Y`` is checked: a row naming ``zoo:NAME`` must hold NAME's card numbers (whole photos, the card's DDIM
-steps), a ``bicubic`` row the cards' bicubic numbers.
+steps), a ``bicubic`` row the bicubic numbers of the cards in the same table (which are all of one scale).
 """
 
 from __future__ import annotations
@@ -23,14 +23,18 @@ def _cells(line: str) -> list[str]:
     return [cell.strip().strip("*") for cell in line.strip().strip("|").split("|")]
 
 
-def quality_rows() -> list[tuple[str, int, dict[str, str], str]]:
-    """``(page, line number, {column: cell}, label)`` for every row of every quality table."""
+def quality_rows() -> list[tuple[str, int, dict[str, str], str, tuple[str, ...]]]:
+    """``(page, line number, {column: cell}, label, zoo models of its table)`` for every row of every quality
+    table."""
     found = []
     for page in PAGES:
         header: list[str] | None = None
-        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+        table: list[tuple[str, int, dict[str, str], str]] = []
+        for number, line in enumerate([*page.read_text(encoding="utf-8").splitlines(), ""], 1):
             if not line.startswith("|"):
-                header = None
+                models = tuple(m.group(1) for *_, label in table if (m := re.search(r"zoo:([\w.-]+)", label)))
+                found += [(*row, models) for row in table]
+                header, table = None, []
                 continue
             cells = _cells(line)
             if header is None:
@@ -39,7 +43,7 @@ def quality_rows() -> list[tuple[str, int, dict[str, str], str]]:
                 continue
             if not header or set(line) <= set("|- "):
                 continue
-            found.append((page.name, number, dict(zip(header, cells)), cells[0]))
+            table.append((page.name, number, dict(zip(header, cells)), cells[0]))
     return found
 
 
@@ -57,17 +61,21 @@ ROWS = quality_rows()
 
 
 def test_the_pages_have_quality_tables() -> None:
-    pages = {page for page, *_ in ROWS}
+    pages = {row[0] for row in ROWS}
     assert pages >= {"README.md", "bidiffsr.md"}, f"the README's and BI-DiffSR page's tables are checked, got {pages}"
     assert len(ROWS) >= 8, "each table has its bicubic row and one row per trained model"
 
 
-@pytest.mark.parametrize(("page", "line", "row", "label"), ROWS, ids=[f"{p}:{n}" for p, n, *_ in ROWS])
-def test_a_quality_row_gives_the_cards_numbers(page: str, line: int, row: dict[str, str], label: str) -> None:
+@pytest.mark.parametrize(("page", "line", "row", "label", "models"), ROWS, ids=[f"{p}:{n}" for p, n, *_ in ROWS])
+def test_a_quality_row_gives_the_cards_numbers(page: str, line: int, row: dict[str, str], label: str,
+                                               models: tuple[str, ...]) -> None:
     named = re.search(r"zoo:([\w.-]+)", label)
     if named is None:
         assert label.lower().startswith("bicubic"), f"{page}:{line}: a row names its zoo model (`zoo:NAME`)"
-        card = TRAINED.get("fp-small-x2").card()
+        assert models, f"{page}:{line}: a table with a bicubic row names zoo models"
+        scales = {TRAINED.get(name).card()["scale"] for name in models}
+        assert len(scales) == 1, f"{page}:{line}: one table, one scale (got x{sorted(scales)})"
+        card = TRAINED.get(models[0]).card()
         key = "bicubic"
     else:
         card, key = TRAINED.get(named.group(1)).card(), "model"

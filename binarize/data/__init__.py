@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from binarize.data.augment import Dihedral
 from binarize.data.datasets import ImageFolder, PatchSpec, SRPatches
-from binarize.data.embedded import EMBEDDED_PHOTOS, SPLITS, TEST, TRAIN, embedded_photos
+from binarize.data.embedded import EMBEDDED_PHOTOS, SPLITS, TEST, TEXTURES, TRAIN, embedded_photos
 from binarize.data.errors import DataError, ImageNotFoundError
 from binarize.data.folders import list_images, pair_lr_images
 from binarize.data.images import IMAGE_EXTENSIONS, image_size, load_image, quantize, save_image, to_uint8
@@ -36,6 +36,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "SPLITS",
     "TEST",
+    "TEXTURES",
     "TRAIN",
     "DataError",
     "Dihedral",

@@ -16,13 +16,20 @@ name                       source                                            H x
 ``motorcycle``             ``skimage.data.stereo_motorcycle()[0]`` (left)    500 x 741     train
 ``hubble_deep_field``      ``skimage.data.hubble_deep_field()``              872 x 1000    train
 ``china``                  ``sklearn`` sample image ``china.jpg``            427 x 640     train
+``brick``                  ``skimage.data.brick()`` (grayscale, as RGB)      512 x 512     textures
+``grass``                  ``skimage.data.grass()`` (grayscale, as RGB)      512 x 512     textures
+``gravel``                 ``skimage.data.gravel()`` (grayscale, as RGB)     512 x 512     textures
 =========================  ================================================  ============  =====
+
+The ``textures`` split holds natural grayscale textures, each channel a copy of the gray values (so the Y channel
+the evaluation measures is the texture itself); training adds them to the training photos with
+``data.source: embedded+textures``.
 
 Left out on purpose: ``skimage.data.cat`` (the same photograph as ``chelsea``, which would leak the test set
 into training), ``skimage.data.retina`` (a smooth fundus photograph with almost no detail at x2: the mean
 :math:`|HR - \text{bicubic}|` is 0.002 against 0.013 to 0.038 for the photos above, and as the largest image it would
 make a third of the area-weighted training patches uninformative) and the synthetic or grayscale images
-(``camera``, ``colorwheel``, ``checkerboard``, ...).
+(``camera``, ``colorwheel``, ``checkerboard``, ...) other than the three textures.
 
 Each photo is decoded once per process (:func:`functools.lru_cache`); every call returns a fresh copy, so callers
 may modify what they get.
@@ -51,7 +58,7 @@ from binarize._registry import Registry
 from binarize.data.errors import DataError
 from binarize.data.resize import center_crop
 
-__all__ = ["EMBEDDED_PHOTOS", "SPLITS", "TEST", "TRAIN", "embedded_photos"]
+__all__ = ["EMBEDDED_PHOTOS", "SPLITS", "TEST", "TEXTURES", "TRAIN", "embedded_photos"]
 
 #: Held-out photos, never used for training.
 TEST: tuple[str, ...] = ("chelsea", "flower")
@@ -65,8 +72,10 @@ TRAIN: tuple[str, ...] = (
     "hubble_deep_field",
     "china",
 )
-#: The photo names of each split, in a fixed order.
-SPLITS: dict[str, tuple[str, ...]] = {"train": TRAIN, "test": TEST, "all": TRAIN + TEST}
+#: Natural grayscale textures (as RGB), an optional addition to the training photos.
+TEXTURES: tuple[str, ...] = ("brick", "grass", "gravel")
+#: The photo names of each split, in a fixed order (``all``: the training and held-out photos).
+SPLITS: dict[str, tuple[str, ...]] = {"train": TRAIN, "test": TEST, "all": TRAIN + TEST, "textures": TEXTURES}
 
 #: Embedded photos by name: each entry is a zero-argument loader returning a ``float32`` ``(3, H, W)`` tensor in
 #: ``[0, 1]`` (a new copy on every call).
@@ -87,6 +96,16 @@ def _skimage_motorcycle() -> np.ndarray:
 
     left, _right, _disparity = skimage.data.stereo_motorcycle()
     return left
+
+
+def _skimage_gray_as_rgb(function: str) -> Callable[[], np.ndarray]:
+    def read() -> np.ndarray:
+        import skimage.data
+
+        gray = getattr(skimage.data, function)()
+        return np.repeat(gray[..., None], 3, axis=2) if gray.ndim == 2 else gray
+
+    return read
 
 
 def _sklearn(filename: str) -> Callable[[], np.ndarray]:
@@ -138,15 +157,18 @@ for _name in ("chelsea", "astronaut", "coffee", "rocket", "immunohistochemistry"
 _register("motorcycle", _skimage_motorcycle, "skimage.data.stereo_motorcycle()[0]")
 _register("flower", _sklearn("flower.jpg"), "sklearn.datasets.load_sample_images(), flower.jpg")
 _register("china", _sklearn("china.jpg"), "sklearn.datasets.load_sample_images(), china.jpg")
+for _name in TEXTURES:
+    _register(_name, _skimage_gray_as_rgb(_name), f"skimage.data.{_name}(), grayscale as RGB")
 
 
 def embedded_photos(
-    split: Literal["train", "test", "all"] = "train", *, crop: int | None = None
+    split: Literal["train", "test", "all", "textures"] = "train", *, crop: int | None = None
 ) -> list[tuple[str, Tensor]]:
     """The photos of one split as ``(name, image)`` pairs, in the split's fixed order.
 
     Args:
-        split: ``"train"`` (:data:`TRAIN`), ``"test"`` (:data:`TEST`) or ``"all"`` (train then test).
+        split: ``"train"`` (:data:`TRAIN`), ``"test"`` (:data:`TEST`), ``"all"`` (train then test) or
+            ``"textures"`` (:data:`TEXTURES`).
         crop: when given, the centred ``crop x crop`` window of each photo (a small crop makes evaluation fast;
             the evaluation default elsewhere in the library is 128).
 

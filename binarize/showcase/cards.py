@@ -17,7 +17,8 @@ from binarize.showcase.measure import DEMO_STEPS, ModelMeasurement, measure_chec
 from binarize.training.checkpoint import CheckpointError, compact_checkpoint, read_checkpoint
 from binarize.training.config import ExperimentConfig, available_experiments, load_config
 
-__all__ = ["card_data", "card_markdown", "publish", "reproduce_commands", "training_summary"]
+__all__ = ["card_data", "card_markdown", "earlier_stages", "publish", "reproduce_commands", "training_summary",
+           "with_earlier_stages"]
 
 
 def training_summary(run_folder: str | Path) -> dict[str, Any]:
@@ -43,14 +44,47 @@ def training_summary(run_folder: str | Path) -> dict[str, Any]:
     return summary
 
 
+def with_earlier_stages(training: dict[str, Any], config: ExperimentConfig) -> dict[str, Any]:
+    """``training`` (a :func:`training_summary`) with the wall time of the earlier stages added: the runs whose
+    checkpoints ``init`` names, followed back while their run folders are there (``stages`` counts the runs)."""
+    wall, stages, start, seen = training.get("wall_s"), 1, config.init, set()
+    while wall is not None and start is not None and not start.startswith("zoo:") and start not in seen:
+        seen.add(start)
+        path = Path(start)
+        earlier = training_summary(path.parent.parent).get("wall_s") if path.is_file() else None
+        if earlier is None:
+            break
+        wall, stages, start = wall + earlier, stages + 1, read_checkpoint(path).config.init
+    return {**training, "wall_s": wall, "stages": stages} if stages > 1 else training
+
+
 def reproduce_commands(config: ExperimentConfig, step: int, name: str) -> list[str]:
-    """The commands that train the checkpoint again and publish it under ``name``."""
+    """The commands that train the checkpoint again and publish it under ``name``.
+
+    A run that starts from the checkpoint of another shipped experiment (``init:
+    runs/STAGE/checkpoints/...``) is preceded by the commands that train that stage first.
+    """
     shipped = load_config(config.name) if config.name in available_experiments() else None
     if shipped is not None and _without_out(shipped) == _without_out(config):
         train, out = f"binarize train {config.name}", shipped.out
     else:
         train, out = f"binarize train {name}.yaml  # the card's config", config.out
-    return [train, f"binarize publish {out}/checkpoints/step_{step:08d}.safetensors --name {name}"]
+    publish_command = f"binarize publish {out}/checkpoints/step_{step:08d}.safetensors --name {name}"
+    return [*earlier_stages(config), train, publish_command]
+
+
+def earlier_stages(config: ExperimentConfig, _seen: frozenset[str] = frozenset()) -> list[str]:
+    """``binarize train STAGE`` for every shipped experiment whose run folder holds ``config.init``, first stage
+    first (empty for random or zoo initial weights; a cycle of stages ends where it repeats)."""
+    if config.init is None or str(config.init).startswith("zoo:"):
+        return []
+    start = Path(config.init).as_posix()
+    seen = _seen | {config.name}
+    for stage in available_experiments():
+        earlier = load_config(stage)
+        if stage not in seen and start.startswith(f"{Path(earlier.out).as_posix()}/checkpoints/"):
+            return [*earlier_stages(earlier, seen), f"binarize train {stage}"]
+    return []
 
 
 def _without_out(config: ExperimentConfig) -> dict[str, Any]:
@@ -83,6 +117,14 @@ def card_data(name: str, measurement: ModelMeasurement, training: dict[str, Any]
     }
 
 
+#: How a card names the embedded training sets of ``data.source``.
+_EMBEDDED_DATA = {"embedded": "the embedded photos", "embedded+textures": "the embedded photos and textures"}
+
+
+def _training_data(source: str) -> str:
+    return _EMBEDDED_DATA.get(source, f"the images of `{source}`")
+
+
 def _evaluation(measurement: ModelMeasurement) -> dict[str, Any]:
     return {"images": measurement.report.rows, "steps": measurement.steps, "crop": measurement.crop,
             "protocol": protocol_text(measurement.checkpoint.config.scale, measurement.steps, measurement.crop)}
@@ -98,7 +140,8 @@ def card_markdown(data: dict[str, Any]) -> str:
         "",
         f"`{data['model']}` x{data['scale']}, "
         + (f"binarized with the `{data['recipe']}` recipe" if data["recipe"] else "full precision (no recipe)")
-        + f"; trained with `binarize train` on the embedded photos. Use it as `zoo:{data['name']}`.",
+        + f"; trained with `binarize train` on {_training_data(config['data']['source'])}. "
+        f"Use it as `zoo:{data['name']}`.",
         "",
         "| | |",
         "| --- | --- |",
@@ -113,7 +156,9 @@ def card_markdown(data: dict[str, Any]) -> str:
         *([f"| teacher | {config['teacher']} (distillation weight {config.get('teacher_weight', 1.0):g}) |"]
           if config.get("teacher") else []),
         f"| steps | {training['steps']} |",
-        f"| wall time | {_minutes(training.get('wall_s'))} on {training['hardware']} |",
+        f"| wall time | {_minutes(training.get('wall_s'))}"
+        + (f" ({training['stages']} stages)" if training.get("stages", 1) > 1 else "")
+        + f" on {training['hardware']} |",
         f"| held-out denoising loss | {_number(training.get('held_out_loss'), '.5f')} |",
         "",
         "## Quality",
@@ -193,7 +238,8 @@ def publish(checkpoint: str | Path, *, name: str | None = None, zoo: str | Path 
     """Compact ``checkpoint`` into ``zoo/checkpoints/NAME.safetensors``, measure that file and write its card.
 
     Args:
-        checkpoint: a checkpoint written by ``binarize train`` (its run folder's ``log.jsonl`` gives the wall time).
+        checkpoint: a checkpoint written by ``binarize train`` (its run folder's ``log.jsonl`` gives the wall time,
+            plus that of the earlier stages whose checkpoint ``init`` names, where their run folders are there).
         name: the zoo name (default: the experiment's name).
         zoo: the zoo folder (default: the installed package's).
         hardware: where it was trained, for the card.
@@ -226,7 +272,8 @@ def publish(checkpoint: str | Path, *, name: str | None = None, zoo: str | Path 
         compact_checkpoint(source, staged)
         measurement = measure_checkpoint(staged, trust_code=trust_code, crop=crop)
         demo = measure_checkpoint(staged, steps=DEMO_STEPS, trust_code=trust_code, packed=True, crop=crop)
-    data = card_data(name, measurement, training_summary(source.parent.parent), hardware, demo)
+    training = with_earlier_stages(training_summary(source.parent.parent), found.config)
+    data = card_data(name, measurement, training, hardware, demo)
     write_text_atomic(root / "cards" / f"{name}.json", json.dumps(data, indent=2) + "\n")
     write_text_atomic(root / "cards" / f"{name}.md", card_markdown(data))
     return data

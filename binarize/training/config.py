@@ -70,7 +70,8 @@ class DataConfig:
     """Training data.
 
     Attributes:
-        source: ``embedded`` (photographs shipped inside installed packages, no download) or an HR image folder.
+        source: ``embedded`` (photographs shipped inside installed packages, no download), ``embedded+textures``
+            (those and three natural grayscale textures of scikit-image) or an HR image folder.
         lr_dir: a folder of matching LR images (DIV2K layout); ``null`` makes LR images by bicubic downscaling.
         patch: side of the HR training patches (a multiple of the scale and of 8).
         batch: patches per step (per process under torchrun).

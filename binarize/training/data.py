@@ -9,16 +9,22 @@ from torch.utils.data import Dataset
 from binarize.data import ImageFolder, SRPatches, bicubic_downscale, bicubic_upscale, embedded_photos
 from binarize.training.config import ExperimentConfig
 
-__all__ = ["HELD_OUT_CROP", "held_out_batch", "held_out_loss", "patch_dataset", "training_images"]
+__all__ = ["EMBEDDED_SOURCES", "HELD_OUT_CROP", "held_out_batch", "held_out_loss", "patch_dataset", "training_images"]
 
 #: Side of the centred crops of the held-out photos used for the denoising loss and quick evaluations.
 HELD_OUT_CROP = 128
 
 
+#: The embedded training sets ``data.source`` can name, each with the :func:`~binarize.data.embedded_photos` splits
+#: it joins: the seven training photos, or those and scikit-image's three natural grayscale textures.
+EMBEDDED_SOURCES: dict[str, tuple[str, ...]] = {"embedded": ("train",), "embedded+textures": ("train", "textures")}
+
+
 def training_images(config: ExperimentConfig) -> list[Tensor]:
-    """The HR training images: the embedded training photos, or the images of the ``data.source`` folder."""
-    if config.data.source == "embedded":
-        return [image for _, image in embedded_photos("train")]
+    """The HR training images: an embedded training set (:data:`EMBEDDED_SOURCES`), or the images of the
+    ``data.source`` folder."""
+    if config.data.source in EMBEDDED_SOURCES:
+        return [image for split in EMBEDDED_SOURCES[config.data.source] for _, image in embedded_photos(split)]
     folder = ImageFolder(config.data.source, lr_dir=config.data.lr_dir, scale=config.scale)
     return folder.images()
 

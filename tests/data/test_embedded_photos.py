@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from binarize.data import EMBEDDED_PHOTOS, SPLITS, TEST, TRAIN, DataError, embedded_photos
+from binarize.data import EMBEDDED_PHOTOS, SPLITS, TEST, TEXTURES, TRAIN, DataError, embedded_photos
 
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:
@@ -53,7 +53,9 @@ def test_fixed_disjoint_split() -> None:
                      "china")
     assert not set(TRAIN) & set(TEST)
     assert SPLITS["all"] == TRAIN + TEST
-    assert set(EMBEDDED_PHOTOS.names()) == set(SHIPPED) == set(TRAIN + TEST)
+    assert TEXTURES == ("brick", "grass", "gravel") and SPLITS["textures"] == TEXTURES
+    assert not set(TEXTURES) & set(TRAIN + TEST)
+    assert set(EMBEDDED_PHOTOS.names()) == set(SHIPPED) | set(TEXTURES) == set(TRAIN + TEST + TEXTURES)
     assert "cat" not in EMBEDDED_PHOTOS  # the same photograph as chelsea
     assert "retina" not in EMBEDDED_PHOTOS  # almost no detail at x2
 
@@ -67,6 +69,17 @@ def test_photo_is_what_the_package_ships(name: str) -> None:
     assert img.dtype == torch.float32 and img.shape == (3, height, width)
     assert torch.equal((img * 255).round().to(torch.uint8), torch.from_numpy(np.array(shipped)).permute(2, 0, 1))
     assert not torch.equal(img[0], img[1]), "a colour photo, not a grayscale image in three channels"
+
+
+@pytest.mark.parametrize("name", TEXTURES)
+def test_texture_is_the_shipped_grayscale_image_in_every_channel(name: str) -> None:
+    shipped = _skimage(name)()
+    assert shipped.shape == (512, 512) and shipped.dtype == np.uint8
+    img = EMBEDDED_PHOTOS.get(name)()
+    gray = torch.from_numpy(np.array(shipped))
+    assert img.shape == (3, 512, 512)
+    assert all(torch.equal((channel * 255).round().to(torch.uint8), gray) for channel in img)
+    assert float(img.std()) > 0.05, "a texture, not a flat image"
 
 
 def test_copies_are_returned() -> None:

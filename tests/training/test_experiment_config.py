@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from binarize.training import ConfigError, ExperimentConfig, load_config
 
@@ -68,3 +69,32 @@ def test_learning_rate_schedules(warmup: int) -> None:
     decayed = [cosine.lr_at(step, 20) for step in range(warmup, 20)]
     assert decayed[0] == pytest.approx(1e-3) and all(a > b for a, b in zip(decayed, decayed[1:]))
     assert decayed[-1] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * (19 - warmup) / (20 - warmup))))
+
+
+def test_every_shipped_experiment_starts_from_something_that_exists() -> None:
+    """Initial weights and teachers are shipped zoo models or the run folder of an earlier shipped stage."""
+    from binarize.showcase.cards import earlier_stages
+    from binarize.training.config import available_experiments
+    from binarize.zoo import TRAINED
+
+    for name in available_experiments():
+        config = load_config(name)
+        assert config.name == name and config.out == f"runs/{name}"
+        for source in (config.init, config.teacher):
+            if source is not None and source.startswith("zoo:"):
+                assert source.removeprefix("zoo:") in TRAINED, f"{name} starts from {source}, which is not shipped"
+        assert config.teacher is None or config.teacher.startswith("zoo:"), f"{name}: a shipped teacher is a zoo model"
+        if config.init is not None and not config.init.startswith("zoo:"):
+            assert earlier_stages(config), f"{name} starts from {config.init}, which no shipped stage writes"
+
+
+def test_training_sets_of_data_source() -> None:
+    """``embedded`` is the seven training photos; ``embedded+textures`` adds the three grayscale textures."""
+    from binarize.data import EMBEDDED_PHOTOS, TEXTURES, TRAIN
+    from binarize.training.data import training_images
+
+    photos = training_images(load_config({"data": {"source": "embedded"}}))
+    both = training_images(load_config({"data": {"source": "embedded+textures"}}))
+    assert len(photos) == len(TRAIN) and len(both) == len(TRAIN) + len(TEXTURES)
+    assert all(torch.equal(a, b) for a, b in zip(photos, both))
+    assert torch.equal(both[-1], EMBEDDED_PHOTOS.get("gravel")())
