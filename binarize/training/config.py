@@ -19,7 +19,7 @@
     log_every: 10
     checkpoint_every: 200
     eval_every: 0           # held-out denoising loss every N steps (0: only at the end)
-    # start from a full-precision checkpoint (a file or zoo:NAME), then binarize
+    # start from a checkpoint (a file or zoo:NAME): full precision, then binarized; or this recipe's own
     init: null
     # distil from a trained network with the same target (a file or zoo:NAME)
     teacher: null
@@ -147,10 +147,12 @@ class OptimConfig:
 class ExperimentConfig:
     """One training experiment (see the module docstring for the YAML form).
 
-    ``init`` names a full-precision checkpoint of the same model (a file written by ``binarize train`` with
-    ``recipe: null``, or ``zoo:NAME`` of a trained zoo model): a fresh run loads its weights into the
-    full-precision network before binarizing it. Structure-only rewriting is function-preserving, so the binarized
-    network starts from the trained full-precision function up to the binarizers themselves.
+    ``init`` names a trained checkpoint of the same model (a file written by ``binarize train``, or ``zoo:NAME`` of
+    a trained zoo model). A full-precision one (``recipe: null``) is loaded into the full-precision network before
+    the recipe binarizes it: structure-only rewriting is function-preserving, so the binarized network starts from
+    the trained full-precision function up to the binarizers themselves. A binarized one must have been trained
+    with this experiment's recipe; its weights are loaded after binarization (a later stage of the same binary
+    model). Only a fresh run loads ``init``; a resumed run continues from its own checkpoint.
 
     ``teacher`` names a trained network (a ``binarize train`` checkpoint or ``zoo:NAME``) with the same scale and
     diffusion target: every step also pulls the output towards the teacher's at the same noisy input, weighted by

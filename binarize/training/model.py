@@ -16,6 +16,7 @@ from binarize.api import binarize
 from binarize.diffusion import PREDICTION_TARGETS, zero_output
 from binarize.recipe import load_recipe
 from binarize.specs import resolve_model
+from binarize.training.checkpoint import Checkpoint, load_weights, read_checkpoint
 from binarize.training.config import ConfigError, ExperimentConfig
 
 __all__ = ["BuiltModel", "build_model", "resolve_checkpoint", "resolve_recipe"]
@@ -28,12 +29,15 @@ class BuiltModel:
         model: the (binarized) network.
         recipe: the resolved recipe as plain data, ``None`` for a full-precision experiment.
         recipe_hash: the recipe's hash, ``""`` for full precision.
+        init_note: what the weights were initialised from (``None`` unless ``config.init`` was loaded).
     """
 
-    def __init__(self, model: nn.Module, recipe: dict[str, Any] | None, recipe_hash: str) -> None:
+    def __init__(self, model: nn.Module, recipe: dict[str, Any] | None, recipe_hash: str,
+                 init_note: str | None = None) -> None:
         self.model = model
         self.recipe = recipe
         self.recipe_hash = recipe_hash
+        self.init_note = init_note
 
 
 def resolve_recipe(spec: Any) -> tuple[dict[str, Any] | None, str]:
@@ -82,30 +86,50 @@ def build_model(
             zero_output(model)
         except ValueError as exc:
             raise ConfigError(f"diffusion.target residual starts from a zero output layer: {exc}") from None
-    if initialise and config.init is not None:
-        _load_initial_weights(model, config)
+    initial = _read_initial_weights(config, data) if initialise and config.init is not None else None
+    if initial is not None and initial.recipe is None:
+        load_weights(model, initial.model_state, initial.path, config.model)
     if data is not None:
         model = binarize(model, data, example_inputs=inputs)
-    return BuiltModel(model, data, digest)
+    if initial is not None and initial.recipe is not None:
+        load_weights(model, initial.model_state, initial.path, f"{config.model} binarized with its recipe")
+    note = _initial_weights_note(initial, digest) if initial is not None else None
+    return BuiltModel(model, data, digest, note)
 
 
-def _load_initial_weights(model: nn.Module, config: ExperimentConfig) -> None:
-    """Load the full-precision weights named by ``config.init`` into ``model`` (before binarization)."""
-    from binarize.training.checkpoint import load_weights, read_checkpoint
+def _read_initial_weights(config: ExperimentConfig, recipe: dict[str, Any] | None) -> Checkpoint:
+    """The checkpoint named by ``config.init``, checked to fit the experiment.
 
+    A full-precision checkpoint (``recipe: null``) fits any experiment on the same network: its weights are loaded
+    before the recipe binarizes it. A binarized checkpoint fits an experiment with the same recipe (by name; a
+    revised recipe is accepted when the weights fit the network it builds, which :func:`load_weights` checks): its
+    weights, binary layers included, are loaded after binarization, so a binary model can be trained in stages.
+    """
     path = resolve_checkpoint(config.init)
     found = read_checkpoint(path)
-    if found.recipe is not None:
-        raise ConfigError(
-            f"init {config.init!r} is a binarized checkpoint (recipe {found.recipe.get('name', '?')}); init takes a "
-            "full-precision one (trained with recipe: null)"
-        )
     if (found.config.model, found.config.model_args) != (config.model, config.model_args):
         raise ConfigError(
             f"init {config.init!r} holds {found.config.model} {found.config.model_args}, this experiment trains "
             f"{config.model} {config.model_args}; init needs the same network"
         )
-    load_weights(model, found.model_state, path, config.model)
+    if found.recipe is not None and found.recipe.get("name") != (recipe or {}).get("name"):
+        wanted = f"recipe {recipe['name']!r}" if recipe else "no recipe (full precision)"
+        raise ConfigError(
+            f"init {config.init!r} is a binarized checkpoint (recipe {found.recipe.get('name')!r}) and this "
+            f"experiment uses {wanted}; init takes a full-precision checkpoint (trained with recipe: null) or one "
+            "binarized with this experiment's own recipe"
+        )
+    return found
+
+
+def _initial_weights_note(found: Checkpoint, recipe_hash: str) -> str:
+    """One line saying what a fresh run starts from (and, for a binarized start, whether its recipe was revised)."""
+    if found.recipe is None:
+        return f"starting from the full-precision weights of {found.path} (step {found.step}), then binarizing"
+    revised = ("" if found.recipe_hash == recipe_hash else
+               f"; its recipe {found.recipe['name']!r} is an earlier revision (hash {found.recipe_hash[:12]}, now "
+               f"{recipe_hash[:12]}) and the weights fit the network the current one builds")
+    return f"starting from the binarized weights of {found.path} (step {found.step}){revised}"
 
 
 def load_teacher(config: ExperimentConfig, device: torch.device | str = "cpu") -> nn.Module | None:

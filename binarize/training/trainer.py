@@ -161,6 +161,8 @@ def train(
         resumed_from = found
         if place.main:
             echo(f"resuming from {found} (step {start})")
+    if place.main and built.init_note is not None:
+        echo(built.init_note)
     if place.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

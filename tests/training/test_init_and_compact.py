@@ -10,6 +10,7 @@ import torch
 from binarize import binarize
 from binarize.cli import main
 from binarize.data import load_image, save_image
+from binarize.recipe import load_recipe
 from binarize.training import load_config, load_model, read_checkpoint, train
 from binarize.training.checkpoint import compact_checkpoint
 from binarize.training.config import ConfigError
@@ -56,22 +57,55 @@ def test_a_run_with_init_trains_and_resumes(fp_checkpoint: Path, tmp_path: Path)
         assert torch.equal(a, b), name
 
 
+@pytest.fixture(scope="module")
+def binary_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("binary")
+    return train(load_config({**TINY_FP, "recipe": "bidiffsr", "out": str(out)}), progress=False).last_checkpoint
+
+
+def test_init_from_a_binarized_checkpoint_of_the_same_recipe_continues_it(
+    binary_checkpoint: Path, tmp_path: Path
+) -> None:
+    trained = read_checkpoint(binary_checkpoint).model_state
+    config = load_config({**TINY_FP, "recipe": "bidiffsr", "init": str(binary_checkpoint), "seed": 5,
+                          "out": str(tmp_path)})
+    started = build_model(config, initialise=True).model.state_dict()
+    # every weight, the binary layers' included, is the trained one (not the seed's)
+    assert started.keys() == trained.keys()
+    for name, value in trained.items():
+        assert torch.equal(started[name], value), name
+    second_stage = train(config, progress=False)
+    assert second_stage.step == 2 and second_stage.resumed_from is None
+
+
+def test_init_from_a_revised_recipe_of_the_same_name_loads_and_says_so(tmp_path: Path) -> None:
+    revised = {**load_recipe("bidiffsr").to_dict(), "description": "an earlier wording of the same recipe"}
+    earlier = train(load_config({**TINY_FP, "recipe": revised, "out": str(tmp_path / "earlier")}),
+                    progress=False).last_checkpoint
+    lines: list[str] = []
+    config = load_config({**TINY_FP, "recipe": "bidiffsr", "init": str(earlier), "out": str(tmp_path / "later")})
+    train(config, progress=False, echo=lines.append)
+    assert any("earlier revision" in line and str(earlier) in line for line in lines), lines
+
+
 @pytest.mark.parametrize(
-    ("init", "message"),
+    ("init", "recipe", "message"),
     [
-        ("zoo:no-such-model", "not a trained zoo model"),
-        ("binary", "is a binarized checkpoint"),
-        ("other", "init needs the same network"),
+        ("zoo:no-such-model", "bidiffsr", "not a trained zoo model"),
+        ("binary", "reactnet", "is a binarized checkpoint .*this experiment uses recipe 'reactnet'"),
+        ("binary", None, "is a binarized checkpoint .*no recipe"),
+        ("other", "bidiffsr", "init needs the same network"),
     ],
 )
-def test_bad_init_says_what_is_wrong(fp_checkpoint: Path, tmp_path: Path, init: str, message: str) -> None:
+def test_bad_init_says_what_is_wrong(
+    binary_checkpoint: Path, tmp_path: Path, init: str, recipe: str | None, message: str
+) -> None:
     if init == "binary":
-        init = str(train(load_config({**TINY_FP, "recipe": "bidiffsr", "out": str(tmp_path / "b")}),
-                         progress=False).last_checkpoint)
+        init = str(binary_checkpoint)
     elif init == "other":
         init = str(train(load_config({**TINY_FP, "model_args": {"width": 16}, "out": str(tmp_path / "o")}),
                          progress=False).last_checkpoint)
-    config = load_config({**TINY_FP, "recipe": "bidiffsr", "init": init, "out": str(tmp_path / "run")})
+    config = load_config({**TINY_FP, "recipe": recipe, "init": init, "out": str(tmp_path / "run")})
     with pytest.raises(ConfigError, match=message):
         build_model(config, initialise=True)
 
