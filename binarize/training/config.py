@@ -24,6 +24,8 @@
     # distil from a trained network with the same target (a file or zoo:NAME)
     teacher: null
     teacher_weight: 1.0
+    teacher_features: []    # also match these modules' outputs (regular expressions over module names)
+    teacher_feature_weight: 1.0
     out: runs/bidiffsr-small-x2
 
 ``binarize train CONFIG.yaml --set optim.lr=1e-4 --set steps=500`` overrides single keys (values are read as YAML).
@@ -37,6 +39,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +159,10 @@ class ExperimentConfig:
 
     ``teacher`` names a trained network (a ``binarize train`` checkpoint or ``zoo:NAME``) with the same scale and
     diffusion target: every step also pulls the output towards the teacher's at the same noisy input, weighted by
-    ``teacher_weight`` (see :func:`~binarize.diffusion.training_loss`).
+    ``teacher_weight`` (see :func:`~binarize.diffusion.training_loss`). ``teacher_features`` adds intermediate
+    features: regular expressions over module names (``encoder\\..*\\.blocks\\.\\d+``) whose outputs, in both
+    networks, are pulled together, weighted by ``teacher_feature_weight`` (see
+    :class:`~binarize.training.features.FeatureDistillation`).
     """
 
     name: str = "experiment"
@@ -175,6 +181,8 @@ class ExperimentConfig:
     init: str | None = None
     teacher: str | None = None
     teacher_weight: float = 1.0
+    teacher_features: list[str] = field(default_factory=list)
+    teacher_feature_weight: float = 1.0
     out: str = "runs/experiment"
 
     def to_dict(self) -> dict[str, Any]:
@@ -224,6 +232,15 @@ class ExperimentConfig:
             problems.append(f"optim.warmup must be from 0 to steps - 1 = {self.steps - 1}, got {self.optim.warmup}")
         if self.teacher_weight < 0:
             problems.append(f"teacher_weight must be 0 or more, got {self.teacher_weight}")
+        if self.teacher_feature_weight < 0:
+            problems.append(f"teacher_feature_weight must be 0 or more, got {self.teacher_feature_weight}")
+        if self.teacher_features and self.teacher is None:
+            problems.append("teacher_features needs a teacher (set teacher: PATH or zoo:NAME, or drop teacher_features)")
+        for pattern in self.teacher_features:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                problems.append(f"teacher_features: {pattern!r} is not a regular expression ({exc})")
         if self.optim.weight_decay < 0:
             problems.append(f"optim.weight_decay must be 0 or more, got {self.optim.weight_decay}")
         if not all(0 <= beta < 1 for beta in self.optim.betas):
@@ -284,6 +301,10 @@ def _convert(value: Any, annotation: str, where: str) -> Any:
             return value
         if kind.startswith("dict") and isinstance(value, Mapping):
             return dict(value)
+        if kind == "list[str]" and isinstance(value, Sequence) and not isinstance(value, str) and all(
+            isinstance(v, str) for v in value
+        ):
+            return list(value)
         if kind.startswith("tuple[float, float]") and isinstance(value, Sequence) and len(value) == 2 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
         ):

@@ -125,7 +125,8 @@ def _read_initial_weights(config: ExperimentConfig, recipe: dict[str, Any] | Non
 def _initial_weights_note(found: Checkpoint, recipe_hash: str) -> str:
     """One line saying what a fresh run starts from (and, for a binarized start, whether its recipe was revised)."""
     if found.recipe is None:
-        return f"starting from the full-precision weights of {found.path} (step {found.step}), then binarizing"
+        binarizing = ", then binarizing them" if recipe_hash else ""
+        return f"starting from the full-precision weights of {found.path} (step {found.step}){binarizing}"
     revised = ("" if found.recipe_hash == recipe_hash else
                f"; its recipe {found.recipe['name']!r} is an earlier revision (hash {found.recipe_hash[:12]}, now "
                f"{recipe_hash[:12]}) and the weights fit the network the current one builds")

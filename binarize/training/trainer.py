@@ -22,6 +22,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from binarize.training.checkpoint import (
 )
 from binarize.training.config import ExperimentConfig
 from binarize.training.data import held_out_batch, held_out_loss, patch_dataset
+from binarize.training.features import FeatureDistillation
 from binarize.training.model import build_model, load_teacher
 
 __all__ = ["DivergedError", "TrainResult", "step_seed", "train"]
@@ -174,6 +176,7 @@ def train(
     schedule = config.diffusion.schedule()
     target = PREDICTION_TARGETS.get(config.diffusion.target)
     teacher = load_teacher(config, where)
+    features = FeatureDistillation(model, teacher, config.teacher_features) if config.teacher_features else None
     dataset = patch_dataset(config, place.world)
     held_out = tuple(x.to(where) for x in held_out_batch(config)) if place.main else None
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
@@ -191,8 +194,11 @@ def train(
             hr, cond = batch["hr"].to(where), batch["cond"].to(where)
             t = draw_timesteps(hr.shape[0], schedule.steps, generator, per_sample=config.diffusion.per_sample_t)
             noise = torch.randn(hr.shape, generator=generator).to(where)
-            loss = training_loss(wrapped, schedule, target, hr, cond, t, noise, teacher=teacher,
-                                 teacher_weight=config.teacher_weight)
+            with features.capturing() if features is not None else nullcontext():
+                loss = training_loss(wrapped, schedule, target, hr, cond, t, noise, teacher=teacher,
+                                     teacher_weight=config.teacher_weight)
+            if features is not None:
+                loss = loss + config.teacher_feature_weight * features.loss()
             value = _agreed_loss(loss, place)
             if not math.isfinite(value):
                 raise _diverged(step + 1, value, last, config)
