@@ -19,12 +19,12 @@
     log_every: 10
     checkpoint_every: 200
     eval_every: 0           # held-out denoising loss every N steps (0: only at the end)
-    # start from a checkpoint (a file or zoo:NAME): full precision, then binarized; or this recipe's own
+    # start from a checkpoint (file or zoo:NAME): full precision or this recipe's
     init: null
     # distil from a trained network with the same target (a file or zoo:NAME)
     teacher: null
     teacher_weight: 1.0
-    teacher_features: []    # also match these modules' outputs (regular expressions over module names)
+    teacher_features: []    # also match these modules' outputs (regexes over names)
     teacher_feature_weight: 1.0
     out: runs/bidiffsr-small-x2
 
