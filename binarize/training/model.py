@@ -128,7 +128,7 @@ def _initial_weights_note(found: Checkpoint, recipe_hash: str) -> str:
         binarizing = ", then binarizing them" if recipe_hash else ""
         return f"starting from the full-precision weights of {found.path} (step {found.step}){binarizing}"
     revised = ("" if found.recipe_hash == recipe_hash else
-               f"; its recipe {found.recipe['name']!r} is an earlier revision (hash {found.recipe_hash[:12]}, now "
+               f"; its recipe {found.recipe['name']!r} is another revision (hash {found.recipe_hash[:12]}, here "
                f"{recipe_hash[:12]}) and the weights fit the network the current one builds")
     return f"starting from the binarized weights of {found.path} (step {found.step}){revised}"
 
