@@ -160,9 +160,9 @@ class ExperimentConfig:
     ``teacher`` names a trained network (a ``binarize train`` checkpoint or ``zoo:NAME``) with the same scale and
     diffusion target: every step also pulls the output towards the teacher's at the same noisy input, weighted by
     ``teacher_weight`` (see :func:`~binarize.diffusion.training_loss`). ``teacher_features`` adds intermediate
-    features: regular expressions over module names (``encoder\\..*\\.blocks\\.\\d+``) whose outputs, in both
-    networks, are pulled together, weighted by ``teacher_feature_weight`` (see
-    :class:`~binarize.training.features.FeatureDistillation`).
+    features: regular expressions over module names whose outputs (or, with the suffix ``:input``, first inputs:
+    ``encoder\\.\\d+\\.blocks\\.\\d+\\.norm1:input``) are pulled together in both networks, weighted by
+    ``teacher_feature_weight`` (see :class:`~binarize.training.features.FeatureDistillation`).
     """
 
     name: str = "experiment"
@@ -238,7 +238,7 @@ class ExperimentConfig:
             problems.append("teacher_features needs a teacher (set teacher: PATH or zoo:NAME, or drop teacher_features)")
         for pattern in self.teacher_features:
             try:
-                re.compile(pattern)
+                re.compile(pattern.removesuffix(FEATURE_INPUT_SUFFIX))
             except re.error as exc:
                 problems.append(f"teacher_features: {pattern!r} is not a regular expression ({exc})")
         if self.optim.weight_decay < 0:
@@ -268,6 +268,9 @@ def _UPPER_BOUNDS(config: ExperimentConfig) -> list[tuple[str, int, int]]:  # no
         ("seed", config.seed, 2**63 - 1),
     ]
 
+
+#: The suffix of a ``teacher_features`` pattern that selects its modules' first input instead of their output.
+FEATURE_INPUT_SUFFIX = ":input"
 
 #: The learning-rate schedules of ``optim.schedule``.
 _LR_SCHEDULES = ("constant", "cosine")

@@ -33,14 +33,11 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from binarize.training.config import ConfigError
+from binarize.training.config import FEATURE_INPUT_SUFFIX, ConfigError
 
 __all__ = ["FeatureDistillation"]
 
 _EPSILON = 1e-6
-
-#: The suffix of a pattern that selects its modules' first input instead of their output.
-_INPUT = ":input"
 
 
 class FeatureDistillation:
@@ -63,8 +60,8 @@ class FeatureDistillation:
         #: the selected features, as (module name, ``"input"`` or ``"output"``)
         self.names: list[tuple[str, str]] = []
         for pattern in patterns:
-            side = "input" if pattern.endswith(_INPUT) else "output"
-            compiled = re.compile(pattern.removesuffix(_INPUT))
+            side = "input" if pattern.endswith(FEATURE_INPUT_SUFFIX) else "output"
+            compiled = re.compile(pattern.removesuffix(FEATURE_INPUT_SUFFIX))
             chosen = [(name, side) for name in shared if compiled.fullmatch(name)]
             if not chosen:
                 raise ConfigError(
